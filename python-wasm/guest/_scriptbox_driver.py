@@ -1,0 +1,287 @@
+"""scriptbox guest driver: imports one tool script, then serves the host's requests.
+
+Runs inside the sandbox (CPython compiled to WASI, see runtime/src/sandbox/). It is mounted
+read-only at /scriptbox and started as
+
+    python /scriptbox/_scriptbox_driver.py <module_name> <scripts_dir>
+
+Transport. Inside wasmtime the driver talks to the host through the interpreter's "door"
+(`_host`, one custom import `host.call`): it hands the host a response frame and gets the
+next request frame back in the same call, so the guest never blocks on stdin and tool code
+that writes to file descriptors 1 and 2 cannot forge a frame. Under native CPython (the
+benchmark's reference) the same loop runs over OS pipes: 4-byte little-endian length, then
+the frame, on stdin/stdout.
+
+Frames are JSON objects (protocol version 1; runtime/src/protocol/ holds the host's types):
+
+    host -> guest   {"v": 1, "id": N, "op": "call", "function": str, "args": [...],
+                     "kwargs": {...}, "output_cap": int}
+    guest -> host   {"v": 1, "id": N, "ok": true, "result": <json>, "stdout": str, "stderr": str}
+                    {"v": 1, "id": N, "ok": false, "error": {"kind", "type", "message",
+                     "traceback"}, "stdout": str, "stderr": str}
+    first frame     {"v": 1, "id": 0, "ok": true, "result": {"ready": true}} after the import,
+                    or ok=false with kind "load_failed".
+
+Result conversion (README "Conversion table"): None, bool, str, int (any size, exact), finite
+float, list and tuple (as arrays), dict with str keys, numpy scalars (.item()) and arrays
+(.tolist()). Everything else, including bytes, sets, NaN and infinities, non-str dict keys,
+cycles and nesting deeper than MAX_DEPTH, is refused with kind "unserializable_result" naming
+the type; no value is ever turned into text with str().
+"""
+
+import io
+import json
+import math
+import sys
+import traceback
+
+PROTOCOL = 1
+MAX_DEPTH = 100
+DEFAULT_OUTPUT_CAP = 1 << 20
+
+
+class OutputLimit(BaseException):
+    """Raised in tool code when its print() output passes the call's cap. A BaseException so
+    that `except Exception` in a tool does not swallow it; the driver also remembers it."""
+
+
+class Unserializable(Exception):
+    def __init__(self, what):
+        super().__init__(what)
+        self.what = what
+
+
+class CappedOutput(io.TextIOBase):
+    """sys.stdout/sys.stderr during a call: keeps text up to a cap shared by both streams."""
+
+    def __init__(self, budget):
+        self.budget = budget
+        self.parts = []
+
+    def writable(self):
+        return True
+
+    def write(self, text):
+        if not isinstance(text, str):
+            raise TypeError("write() argument must be str, not " + type(text).__name__)
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > self.budget.left:
+            self.parts.append(text[: max(self.budget.left, 0)])
+            self.budget.left = 0
+            self.budget.exceeded = True
+            raise OutputLimit("output limit reached")
+        self.budget.left -= size
+        self.parts.append(text)
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def value(self):
+        return "".join(self.parts)
+
+
+class Budget:
+    def __init__(self, cap):
+        self.left = cap
+        self.exceeded = False
+
+
+def type_name(obj):
+    t = type(obj)
+    module = getattr(t, "__module__", "")
+    name = getattr(t, "__qualname__", t.__name__)
+    return name if module in ("builtins", "") else module + "." + name
+
+
+def to_json(obj, depth=0, active=None):
+    """A JSON-safe copy of obj under the conversion table, or Unserializable naming the type."""
+    if obj is None or obj is True or obj is False or type(obj) is str:
+        return obj
+    t = type(obj)
+    if t is int:
+        return obj
+    if t is float:
+        if math.isfinite(obj):
+            return obj
+        raise Unserializable("float " + repr(obj) + " (JSON has no NaN or infinity)")
+    if depth >= MAX_DEPTH:
+        raise Unserializable("value nested deeper than " + str(MAX_DEPTH) + " levels")
+    if t.__module__ == "numpy":
+        if hasattr(obj, "tolist") and t.__name__ == "ndarray":
+            return to_json(obj.tolist(), depth + 1, active)
+        if hasattr(obj, "item"):
+            return to_json(obj.item(), depth + 1, active)
+    if isinstance(obj, (bool, int, str)):  # subclasses: IntEnum, str Enum, ...
+        return bool(obj) if isinstance(obj, bool) else (int(obj) if isinstance(obj, int) else str.__str__(obj))
+    if isinstance(obj, float):
+        return to_json(float(obj), depth, active)
+    if isinstance(obj, (list, tuple, dict)):
+        active = active if active is not None else set()
+        if id(obj) in active:
+            raise Unserializable(type_name(obj) + " that contains itself")
+        active.add(id(obj))
+        try:
+            if isinstance(obj, dict):
+                out = {}
+                for k, v in obj.items():
+                    if type(k) is not str:
+                        raise Unserializable("dict key of type " + type_name(k) + " (keys must be str)")
+                    out[k] = to_json(v, depth + 1, active)
+                return out
+            return [to_json(v, depth + 1, active) for v in obj]
+        finally:
+            active.discard(id(obj))
+    raise Unserializable(type_name(obj))
+
+
+def error_frame(kind, exc=None, message=None, tb=None):
+    err = {"kind": kind}
+    if exc is not None:
+        err["type"] = type_name(exc)
+        try:
+            err["message"] = str(exc)
+        except BaseException:
+            err["message"] = "<exception message could not be rendered>"
+        if tb is not None:
+            try:
+                err["traceback"] = "".join(traceback.format_exception(type(exc), exc, tb))
+            except BaseException:
+                err["traceback"] = ""
+    if message is not None:
+        err["message"] = message
+    return {"ok": False, "error": err}
+
+
+class Driver:
+    def __init__(self, module_name, scripts_dir):
+        self.module_name = module_name
+        self.scripts_dir = scripts_dir
+        self.module = None
+
+    def load(self):
+        """Import the tool script by file path under its own module name."""
+        import importlib.util
+        import os
+
+        path = os.path.join(self.scripts_dir, self.module_name + ".py")
+        if not os.path.isfile(path):
+            path = os.path.join(self.scripts_dir, self.module_name, "__init__.py")
+        if self.scripts_dir not in sys.path:
+            sys.path.insert(0, self.scripts_dir)  # sibling helper modules import as usual
+        if self.module_name in sys.modules:
+            return error_frame(
+                "load_failed",
+                message="script name " + repr(self.module_name) + " shadows a module the runtime already uses",
+            )
+        try:
+            spec = importlib.util.spec_from_file_location(self.module_name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[self.module_name] = module
+            spec.loader.exec_module(module)
+        except BaseException as exc:  # SystemExit at import time is a load failure too
+            sys.modules.pop(self.module_name, None)
+            return error_frame("load_failed", exc, tb=exc.__traceback__.tb_next)
+        self.module = module
+        return {"ok": True, "result": {"ready": True}}
+
+    def handle(self, request):
+        op = request.get("op")
+        if op == "call":
+            return self.call(request)
+        return error_frame("bad_request", message="unknown op " + repr(op))
+
+    def call(self, request):
+        name = request.get("function")
+        args = request.get("args") or []
+        kwargs = request.get("kwargs") or {}
+        if type(name) is not str or name.startswith("_") or not name.isidentifier():
+            return error_frame("not_found", message="no public function named " + repr(name))
+        fn = getattr(self.module, name, None)
+        if fn is None or not callable(fn):
+            return error_frame("not_found", message="no function named " + repr(name) + " in the tool")
+        budget = Budget(request.get("output_cap", DEFAULT_OUTPUT_CAP))
+        out, err = CappedOutput(budget), CappedOutput(budget)
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = out, err
+        try:
+            try:
+                value = fn(*args, **kwargs)
+                frame = {"ok": True, "result": to_json(value)}
+            except Unserializable as exc:
+                frame = error_frame("unserializable_result", message="result is not JSON-representable: " + exc.what)
+            except OutputLimit:
+                frame = error_frame("output_limit", message="print() output passed the call's cap")
+            except BaseException as exc:
+                frame = error_frame("python_exception", exc, tb=exc.__traceback__.tb_next)
+        finally:
+            sys.stdout, sys.stderr = saved
+        if budget.exceeded:
+            frame = error_frame("output_limit", message="print() output passed the call's cap")
+        frame["stdout"] = out.value()
+        frame["stderr"] = err.value()
+        return frame
+
+
+def encode(frame, rid):
+    frame["v"] = PROTOCOL
+    frame["id"] = rid
+    try:
+        return json.dumps(frame, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    except BaseException as exc:  # belt and braces: to_json already vetted the result
+        bad = error_frame("unserializable_result", message="result could not be encoded: " + type_name(exc))
+        bad["v"], bad["id"] = PROTOCOL, rid
+        return json.dumps(bad).encode()
+
+
+def door_transport():
+    import _host
+
+    return _host.call
+
+
+def pipe_transport():
+    """Native CPython reference: length-prefixed frames over stdin/stdout."""
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+
+    def exchange(frame):
+        stdout.write(len(frame).to_bytes(4, "little") + frame)
+        stdout.flush()
+        head = stdin.read(4)
+        if len(head) < 4:
+            raise SystemExit(0)
+        return stdin.read(int.from_bytes(head, "little"))
+
+    return exchange
+
+
+def main(argv):
+    if len(argv) < 3:
+        sys.stderr.write("usage: _scriptbox_driver.py MODULE SCRIPTS_DIR [--pipes]\n")
+        return 2
+    exchange = pipe_transport() if "--pipes" in argv[3:] else door_transport()
+    import os
+
+    own_dir = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != own_dir]
+    driver = Driver(argv[1], argv[2])
+    rid = 0
+    frame = driver.load()
+    while True:
+        raw = exchange(encode(frame, rid))
+        rid = 0
+        try:
+            request = json.loads(raw)
+            rid = request.get("id", 0)
+            if request.get("v") != PROTOCOL:
+                frame = error_frame("bad_request", message="unsupported protocol version")
+                continue
+            frame = driver.handle(request) if driver.module is not None else error_frame(
+                "load_failed", message="the tool script did not load"
+            )
+        except BaseException as exc:  # a malformed frame never ends the loop
+            frame = error_frame("bad_request", message="malformed request: " + type_name(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,278 @@
+//! `scriptbox bench`: warm-call latency of `my_calc.add(a, b)` three ways, printed as a table.
+//!
+//! * in-process: the sandbox API directly (no HTTP), one instance, calls back to back;
+//! * HTTP: the real server on 127.0.0.1, a keep-alive client in the same process, first
+//!   sequential (latency), then `--concurrency` clients (throughput);
+//! * native: the same guest driver under the machine's `python3`, frames over OS pipes —
+//!   the reference for what the sandbox costs.
+//!
+//! Numbers, not assertions: the README records a run and the ratios.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::value::RawValue;
+
+use crate::config::{Config, SOURCE_ROOT};
+use crate::engine::Engine;
+use crate::sandbox::{Mounts, Outcome, Sandbox};
+use crate::server::Server;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Timed calls per measurement (after a warm-up of a tenth as many).
+    #[arg(long, default_value_t = 20_000)]
+    pub calls: usize,
+    /// Concurrent HTTP clients for the throughput run.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Native interpreter for the reference run.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+}
+
+/// Latency samples of one measurement.
+struct Measured {
+    name: &'static str,
+    samples: Vec<Duration>,
+    calls_per_s: f64,
+}
+
+impl Measured {
+    fn percentile(&self, p: f64) -> Duration {
+        let mut sorted = self.samples.clone();
+        sorted.sort_unstable();
+        let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+        sorted.get(at).copied().unwrap_or_default()
+    }
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.calls == 0 || args.concurrency == 0 {
+        bail!("--calls and --concurrency must be above 0");
+    }
+    let data = std::env::temp_dir().join(format!("scriptbox-bench-{}", std::process::id()));
+    let config = Config {
+        port: 0,
+        scripts_dir: Path::new(SOURCE_ROOT).join("scripts"),
+        data_dir: data.clone(),
+        ..Config::default()
+    };
+    let engine = crate::server::load_engine(&config).await?;
+    let in_process = in_process(&config, engine.clone(), args.calls).await?;
+    let (http_seq, http_par) = over_http(&config, engine, &args).await?;
+    let driver = crate::guest::install_driver(&data)?.join(crate::sandbox::mounts::DRIVER_FILE);
+    let native = {
+        let args = args.clone();
+        let scripts = config.scripts_dir.clone();
+        tokio::task::spawn_blocking(move || native(&args, &driver, &scripts)).await??
+    };
+    let _ = std::fs::remove_dir_all(&data);
+    print_table(&[in_process, http_seq, http_par, native]);
+    Ok(())
+}
+
+fn args_raw(a: usize) -> anyhow::Result<(Box<RawValue>, Box<RawValue>)> {
+    Ok((
+        RawValue::from_string(format!("[{a}, 1]"))?,
+        RawValue::from_string("{}".to_owned())?,
+    ))
+}
+
+async fn in_process(config: &Config, engine: Engine, calls: usize) -> anyhow::Result<Measured> {
+    let mounts = Mounts {
+        stdlib: config.stdlib_dir(),
+        driver: crate::guest::install_driver(&config.data_dir)?,
+        scripts: config.scripts_dir.canonicalize()?,
+    };
+    let sandbox = Sandbox::new(engine, mounts, config.start)?;
+    let mut instance = sandbox
+        .spawn("my_calc", &config.limits)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (args, kwargs) = args_raw(2)?;
+    let mut samples = Vec::with_capacity(calls);
+    for i in 0..calls / 10 + calls {
+        let started = Instant::now();
+        let outcome = instance.call("add", &args, &kwargs).await;
+        let took = started.elapsed();
+        if !matches!(outcome, Outcome::Answered { error: None, .. }) {
+            bail!("in-process call failed: {outcome:?}");
+        }
+        if i >= calls / 10 {
+            samples.push(took);
+        }
+    }
+    let total: Duration = samples.iter().sum();
+    Ok(Measured {
+        name: "in-process (sandbox API)",
+        calls_per_s: samples.len() as f64 / total.as_secs_f64(),
+        samples,
+    })
+}
+
+async fn over_http(
+    config: &Config,
+    engine: Engine,
+    args: &BenchArgs,
+) -> anyhow::Result<(Measured, Measured)> {
+    let server = Server::with_engine(config, engine)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(listener, async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let loaded = client
+        .post(format!("{base}/python/load"))
+        .body(r#"{"script_name": "my_calc", "alias": "calc"}"#)
+        .send()
+        .await?;
+    if !loaded.status().is_success() {
+        bail!("loading my_calc failed: {}", loaded.text().await?);
+    }
+    let url = Arc::new(format!("{base}/python/call"));
+    let body = r#"{"alias": "calc", "function_name": "add", "args": [2, 1]}"#;
+    let mut samples = Vec::with_capacity(args.calls);
+    for i in 0..args.calls / 10 + args.calls {
+        let started = Instant::now();
+        let response = client.post(url.as_str()).body(body).send().await?;
+        let ok = response.status().is_success();
+        let _ = response.bytes().await?;
+        if !ok {
+            bail!("HTTP call failed");
+        }
+        if i >= args.calls / 10 {
+            samples.push(started.elapsed());
+        }
+    }
+    let total: Duration = samples.iter().sum();
+    let sequential = Measured {
+        name: "HTTP, 1 client",
+        calls_per_s: samples.len() as f64 / total.as_secs_f64(),
+        samples,
+    };
+    let parallel = http_parallel(&client, &url, body, args).await?;
+    let _ = stop.send(());
+    task.await.context("server task")??;
+    Ok((sequential, parallel))
+}
+
+async fn http_parallel(
+    client: &reqwest::Client,
+    url: &Arc<String>,
+    body: &'static str,
+    args: &BenchArgs,
+) -> anyhow::Result<Measured> {
+    let per_client = args.calls / args.concurrency + 1;
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for _ in 0..args.concurrency {
+        let client = client.clone();
+        let url = Arc::clone(url);
+        clients.push(tokio::spawn(async move {
+            let mut samples = Vec::with_capacity(per_client);
+            for _ in 0..per_client {
+                let t = Instant::now();
+                let response = client.post(url.as_str()).body(body).send().await?;
+                let ok = response.status().is_success();
+                let _ = response.bytes().await?;
+                if !ok {
+                    bail!("HTTP call failed");
+                }
+                samples.push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(samples)
+        }));
+    }
+    let mut samples = Vec::new();
+    for client in clients {
+        samples.extend(client.await??);
+    }
+    let wall = started.elapsed();
+    Ok(Measured {
+        name: "HTTP, concurrent clients",
+        calls_per_s: samples.len() as f64 / wall.as_secs_f64(),
+        samples,
+    })
+}
+
+/// The reference: the same driver under native CPython, length-prefixed frames over pipes.
+fn native(args: &BenchArgs, driver: &Path, scripts: &PathBuf) -> anyhow::Result<Measured> {
+    let mut child = Command::new(&args.python)
+        .arg(driver)
+        .arg("my_calc")
+        .arg(scripts)
+        .arg("--pipes")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", args.python))?;
+    let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        bail!("no pipes to the native driver");
+    };
+    read_frame(&mut stdout)?; // ready
+    let mut samples = Vec::with_capacity(args.calls);
+    for i in 0..args.calls / 10 + args.calls {
+        let frame = format!(
+            r#"{{"v":1,"id":{},"op":"call","function":"add","args":[2,1],"kwargs":{{}},"output_cap":1048576}}"#,
+            i + 1
+        );
+        let started = Instant::now();
+        stdin.write_all(&(frame.len() as u32).to_le_bytes())?;
+        stdin.write_all(frame.as_bytes())?;
+        stdin.flush()?;
+        let reply = read_frame(&mut stdout)?;
+        if i >= args.calls / 10 {
+            samples.push(started.elapsed());
+        }
+        if !reply.windows(9).any(|w| w == br#""ok":true"#) {
+            bail!("native call failed: {}", String::from_utf8_lossy(&reply));
+        }
+    }
+    drop(stdin);
+    let _ = child.wait();
+    let total: Duration = samples.iter().sum();
+    Ok(Measured {
+        name: "native python3, OS pipes",
+        calls_per_s: samples.len() as f64 / total.as_secs_f64(),
+        samples,
+    })
+}
+
+fn read_frame(from: &mut impl Read) -> anyhow::Result<Vec<u8>> {
+    let mut head = [0u8; 4];
+    from.read_exact(&mut head)?;
+    let mut frame = vec![0u8; u32::from_le_bytes(head) as usize];
+    from.read_exact(&mut frame)?;
+    Ok(frame)
+}
+
+fn print_table(rows: &[Measured]) {
+    let native_p50 = rows
+        .iter()
+        .find(|r| r.name.starts_with("native"))
+        .map(|r| r.percentile(0.5).as_secs_f64())
+        .unwrap_or(f64::NAN);
+    println!(
+        "{:<28} {:>10} {:>10} {:>12} {:>16}",
+        "warm call add(a, b)", "p50 us", "p99 us", "calls/s", "p50 vs native"
+    );
+    for row in rows {
+        let p50 = row.percentile(0.5).as_secs_f64();
+        println!(
+            "{:<28} {:>10.1} {:>10.1} {:>12.0} {:>15.2}x",
+            row.name,
+            p50 * 1e6,
+            row.percentile(0.99).as_secs_f64() * 1e6,
+            row.calls_per_s,
+            p50 / native_p50,
+        );
+    }
+}

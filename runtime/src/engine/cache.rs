@@ -1,0 +1,257 @@
+//! The compiled-module cache: the interpreter compiled once per machine, loaded in
+//! milliseconds afterwards.
+//!
+//! Key: SHA-256 over the wasm's own SHA-256, the wasmtime version, our engine settings
+//! ([`super::Engine::settings_fingerprint`]) and wasmtime's own compatibility hash. The
+//! compiled artifact `python-<key>.cwasm` is stored beside `python-<key>.sha256`, the SHA-256
+//! of the artifact as written. Deserialising native code is `unsafe` (wasmtime runs it as it
+//! finds it), so an artifact whose bytes do not match its stored hash — truncated, corrupted,
+//! or half-written — is deleted and rebuilt, never loaded. The cache folder is created 0700,
+//! and both files are written to a temporary name and renamed, so a crash mid-write leaves no
+//! file under the final name.
+//!
+//! This module and `native` are the only places with `unsafe`.
+
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use sha2::{Digest, Sha256};
+
+/// The wasmtime version the cache key names (the crate is pinned to it in Cargo.toml).
+pub const WASMTIME_VERSION: &str = "48.0.8";
+
+/// The largest interpreter module we accept (the pinned one is ~105 MB).
+const MAX_WASM_BYTES: u64 = 512 << 20;
+
+/// Paths of one cache entry.
+#[derive(Debug, Clone)]
+pub struct CacheEntry {
+    pub artifact: PathBuf,
+    pub digest: PathBuf,
+}
+
+/// The cache entry for `wasm_bytes` under `engine` in `cache_dir`.
+pub fn entry_for(engine: &wasmtime::Engine, wasm_bytes: &[u8], cache_dir: &Path) -> CacheEntry {
+    let key = cache_key(engine, wasm_bytes);
+    CacheEntry {
+        artifact: cache_dir.join(format!("python-{key}.cwasm")),
+        digest: cache_dir.join(format!("python-{key}.sha256")),
+    }
+}
+
+fn cache_key(engine: &wasmtime::Engine, wasm_bytes: &[u8]) -> String {
+    // wasmtime's compatibility hash is `impl Hash`; SipHash with std's fixed keys makes it a
+    // stable number for one build of scriptbox, which is all the key needs.
+    let mut compat = std::hash::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut compat);
+    let mut key = Sha256::new();
+    key.update(Sha256::digest(wasm_bytes));
+    key.update(WASMTIME_VERSION.as_bytes());
+    key.update(super::Engine::settings_fingerprint().as_bytes());
+    key.update(compat.finish().to_le_bytes());
+    hex::encode(&key.finalize()[..16])
+}
+
+/// Loads the interpreter from the cache, or compiles and caches it.
+pub fn load_or_compile(
+    engine: &wasmtime::Engine,
+    wasm: &Path,
+    cache_dir: &Path,
+) -> anyhow::Result<wasmtime::Module> {
+    let wasm_bytes = read_wasm(wasm)?;
+    create_private_dir(cache_dir)?;
+    let entry = entry_for(engine, &wasm_bytes, cache_dir);
+    if let Some(module) = load_verified(engine, &entry)? {
+        return Ok(module);
+    }
+    compile_and_store(engine, &wasm_bytes, &entry)
+}
+
+fn read_wasm(wasm: &Path) -> anyhow::Result<Vec<u8>> {
+    let file = fs::File::open(wasm)
+        .with_context(|| format!("opening the interpreter {}", wasm.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_WASM_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", wasm.display()))?;
+    if bytes.len() as u64 > MAX_WASM_BYTES {
+        bail!("{} is larger than {MAX_WASM_BYTES} bytes", wasm.display());
+    }
+    Ok(bytes)
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating the module cache {}", dir.display()))
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut file = fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// The cached module if its artifact matches its stored hash; `None` (after removing the
+/// entry) if it is missing, truncated or corrupt.
+pub fn load_verified(
+    engine: &wasmtime::Engine,
+    entry: &CacheEntry,
+) -> anyhow::Result<Option<wasmtime::Module>> {
+    let Ok(stored) = fs::read_to_string(&entry.digest) else {
+        return Ok(None);
+    };
+    let started = Instant::now();
+    let actual = match sha256_file(&entry.artifact) {
+        Ok(actual) => actual,
+        Err(err) => {
+            tracing::warn!(cause = %err, "compiled-module cache entry unreadable; rebuilding");
+            remove_entry(entry);
+            return Ok(None);
+        }
+    };
+    if actual != stored.trim() {
+        tracing::warn!(
+            artifact = %entry.artifact.display(),
+            "compiled-module cache entry does not match its stored hash (truncated or corrupt); rebuilding"
+        );
+        remove_entry(entry);
+        return Ok(None);
+    }
+    // SAFETY: the artifact was written by `compile_and_store` in a folder only this user can
+    // write (0700), under a key that includes the wasmtime version and engine settings, and its
+    // bytes were just checked against the SHA-256 recorded when it was written. wasmtime also
+    // checks the artifact's header against this engine's configuration. The window between the
+    // check and the mapping only matters to someone who can already write our private cache.
+    #[expect(unsafe_code, reason = "deserialising a verified compiled module")]
+    let loaded = unsafe { wasmtime::Module::deserialize_file(engine, &entry.artifact) };
+    match loaded {
+        Ok(module) => {
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "loaded the compiled interpreter from the cache"
+            );
+            Ok(Some(module))
+        }
+        Err(err) => {
+            tracing::warn!(cause = %err, "compiled-module cache entry rejected by wasmtime; rebuilding");
+            remove_entry(entry);
+            Ok(None)
+        }
+    }
+}
+
+fn remove_entry(entry: &CacheEntry) {
+    let _ = fs::remove_file(&entry.digest);
+    let _ = fs::remove_file(&entry.artifact);
+}
+
+fn compile_and_store(
+    engine: &wasmtime::Engine,
+    wasm_bytes: &[u8],
+    entry: &CacheEntry,
+) -> anyhow::Result<wasmtime::Module> {
+    tracing::info!(
+        cache = %entry.artifact.display(),
+        "compiling the Python interpreter (about a minute, once per machine)"
+    );
+    let started = Instant::now();
+    let progress = Progress::start(started);
+    let compiled = engine
+        .precompile_module(wasm_bytes)
+        .map_err(anyhow::Error::from)
+        .context("compiling the interpreter")?;
+    drop(progress);
+    tracing::info!(
+        elapsed_s = started.elapsed().as_secs(),
+        bytes = compiled.len(),
+        "compiled the interpreter"
+    );
+    if let Err(err) = store(entry, &compiled) {
+        tracing::warn!(cause = %err, "could not write the compiled-module cache; continuing without it");
+    }
+    // SAFETY: `compiled` was produced a moment ago by `precompile_module` on this same engine,
+    // in this process; it never left memory we own.
+    #[expect(
+        unsafe_code,
+        reason = "deserialising the module this process just compiled"
+    )]
+    let module = unsafe { wasmtime::Module::deserialize(engine, &compiled) }
+        .map_err(anyhow::Error::from)
+        .context("loading the freshly compiled interpreter")?;
+    Ok(module)
+}
+
+fn store(entry: &CacheEntry, compiled: &[u8]) -> std::io::Result<()> {
+    let digest = hex::encode(Sha256::digest(compiled));
+    write_atomic(&entry.artifact, compiled)?;
+    write_atomic(&entry.digest, digest.as_bytes())
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
+/// Logs "still compiling" every ten seconds while the first compile runs.
+struct Progress {
+    done: Arc<AtomicBool>,
+}
+
+impl Progress {
+    fn start(started: Instant) -> Self {
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&done);
+        let spawned = std::thread::Builder::new()
+            .name("scriptbox-compile-progress".into())
+            .spawn(move || {
+                let mut next = Duration::from_secs(10);
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if started.elapsed() >= next {
+                        tracing::info!(
+                            elapsed_s = next.as_secs(),
+                            "still compiling the interpreter ..."
+                        );
+                        next += Duration::from_secs(10);
+                    }
+                }
+            });
+        if let Err(err) = spawned {
+            tracing::debug!(cause = %err, "no progress thread; compiling silently");
+        }
+        Self { done }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,86 @@
+//! The wasmtime policy: one place decides fuel, epochs, stacks, wasm features and the
+//! compiled-module cache, so no other module can forget them (after Spin's `spin-core`).
+//!
+//! * Fuel metering is on: every call gets a budget (`sandbox` sets it per request).
+//! * Epoch interruption is on; [`ticker::EpochTicker`] advances the epoch every
+//!   [`EPOCH_TICK`] and holds only a weak reference, so it stops when the engine goes.
+//! * Calls are async (`call_async`); the guest yields to tokio every tick.
+//! * Exceptions are enabled (the interpreter is built with wasm exception handling).
+//! * The compiled interpreter is cached on disk ([`cache`]), keyed by the wasm's SHA-256,
+//!   the wasmtime version and these settings.
+
+pub mod cache;
+mod ticker;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+pub use ticker::EpochTicker;
+
+/// How often the epoch advances. A deadline is noticed within one tick, and a busy guest
+/// yields to the async executor once per tick.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The deepest wasm stack a guest may use. CPython's recursion limit is reached long before
+/// this (a RecursionError, not a trap) at the interpreter's default settings.
+pub const MAX_WASM_STACK: usize = 8 << 20;
+
+/// The fiber stack a guest runs on must hold the wasm stack plus host frames.
+pub const ASYNC_STACK: usize = MAX_WASM_STACK + (2 << 20);
+
+/// A configured engine with its epoch ticker and the compiled interpreter.
+#[derive(Clone)]
+pub struct Engine {
+    inner: wasmtime::Engine,
+    module: wasmtime::Module,
+    _ticker: Arc<EpochTicker>,
+}
+
+impl Engine {
+    /// The engine policy as a wasmtime `Config`.
+    pub fn config() -> wasmtime::Config {
+        let mut config = wasmtime::Config::new();
+        config
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(MAX_WASM_STACK)
+            .async_stack_size(ASYNC_STACK)
+            .wasm_exceptions(true)
+            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        config
+    }
+
+    /// A text naming every engine setting above; part of the compiled-module cache key, so a
+    /// change of policy never loads code compiled under another.
+    pub fn settings_fingerprint() -> String {
+        format!(
+            "fuel=1;epoch=1;max_wasm_stack={MAX_WASM_STACK};async_stack={ASYNC_STACK};exceptions=1;opt=speed"
+        )
+    }
+
+    /// Builds the engine, starts its ticker and loads the interpreter from `wasm`, using (or
+    /// filling) the compiled-module cache in `cache_dir`.
+    pub fn load(wasm: &Path, cache_dir: &Path) -> anyhow::Result<Self> {
+        let inner = wasmtime::Engine::new(&Self::config())
+            .map_err(anyhow::Error::from)
+            .context("configuring wasmtime")?;
+        let module = cache::load_or_compile(&inner, wasm, cache_dir)?;
+        let ticker = Arc::new(EpochTicker::start(&inner, EPOCH_TICK));
+        Ok(Self {
+            inner,
+            module,
+            _ticker: ticker,
+        })
+    }
+
+    pub fn wasmtime(&self) -> &wasmtime::Engine {
+        &self.inner
+    }
+
+    pub fn module(&self) -> &wasmtime::Module {
+        &self.module
+    }
+}

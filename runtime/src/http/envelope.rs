@@ -1,0 +1,90 @@
+//! The response envelope (`{"success", "request_id", "data" | "error"}`) and the request id.
+//!
+//! Every request gets an id, kept in a task-local for the request's lifetime and sent back in
+//! `X-Request-ID`; a client-supplied `X-Request-ID` of up to 64 safe characters is reused.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// The current request's id ("" outside a request).
+pub fn current_request_id() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
+}
+
+fn usable_client_id(value: &HeaderValue) -> Option<String> {
+    let text = value.to_str().ok()?;
+    let ok = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    ok.then(|| text.to_owned())
+}
+
+/// Middleware: assigns the request id and echoes it in the response header.
+pub async fn request_id(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(&REQUEST_ID_HEADER)
+        .and_then(usable_client_id)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let mut response = REQUEST_ID.scope(id.clone(), next.run(request)).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response
+            .headers_mut()
+            .insert(REQUEST_ID_HEADER.clone(), value);
+    }
+    response
+}
+
+/// A JSON response with a body serialised once.
+pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => {
+            let mut response = Response::new(Body::from(bytes));
+            *response.status_mut() = status;
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Err(err) => {
+            tracing::error!(cause = %err, "response not serialisable");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// A success envelope around `data`.
+pub struct Data<T>(pub T);
+
+/// Serialised straight to bytes (not through `serde_json::Value`), so raw JSON results keep
+/// integers of any size exact.
+#[derive(Serialize)]
+struct Success<T> {
+    success: bool,
+    request_id: String,
+    data: T,
+}
+
+impl<T: Serialize> IntoResponse for Data<T> {
+    fn into_response(self) -> Response {
+        let body = Success {
+            success: true,
+            request_id: current_request_id(),
+            data: self.0,
+        };
+        json_response(StatusCode::OK, &body)
+    }
+}

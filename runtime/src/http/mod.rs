@@ -1,0 +1,73 @@
+//! The HTTP API (axum). `router(state)` builds every route; cross-cutting limits (body size,
+//! panics) are tower layers, not handler code. Only this module imports axum.
+
+mod body;
+mod envelope;
+mod error;
+mod python;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::routing::{get, post};
+use serde_json::json;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+
+use crate::registry::Registry;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub max_body_bytes: usize,
+}
+
+/// Every route, with its layers.
+pub fn router(state: AppState) -> Router {
+    let python = Router::new()
+        .route("/load", post(python::load))
+        .route("/unload", post(python::unload))
+        .route("/reload", post(python::reload))
+        .route("/list", get(python::list))
+        .route("/call", post(python::call))
+        .with_state(Arc::clone(&state.registry));
+    Router::new()
+        .route("/health", get(health))
+        .nest("/python", python)
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal("handler panicked").into_response_any()
+        }))
+        .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn(envelope::request_id))
+}
+
+async fn health() -> envelope::Data<serde_json::Value> {
+    envelope::Data(json!({ "status": "ok" }))
+}
+
+async fn no_route() -> ApiError {
+    ApiError::not_found("no such route; see the README's API reference")
+}
+
+async fn wrong_method() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+impl ApiError {
+    fn into_response_any(self) -> axum::response::Response {
+        axum::response::IntoResponse::into_response(self)
+    }
+}

@@ -1,0 +1,341 @@
+//! `/python/*`: load, unload, reload, list, call. Each handler reads the request, calls one
+//! registry method and maps the result. Status codes are documented in the README.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use super::body::JsonBody;
+use super::envelope::Data as Success;
+use super::error::ApiError;
+use crate::protocol::{self, GuestError, GuestErrorKind};
+use crate::registry::{CallReport, Registry, RegistryError, ToolInfo};
+use crate::sandbox::{Fault, LimitOverrides, Outcome};
+
+pub type Registered = State<Arc<Registry>>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadBody {
+    script_name: String,
+    alias: String,
+    #[serde(default)]
+    limits: Option<LimitOverrides>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AliasBody {
+    alias: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallBody {
+    alias: String,
+    function_name: String,
+    #[serde(default)]
+    args: Option<Box<RawValue>>,
+    #[serde(default)]
+    kwargs: Option<Box<RawValue>>,
+}
+
+pub async fn load(
+    State(registry): Registered,
+    JsonBody(body): JsonBody<LoadBody>,
+) -> Result<Success<ToolInfo>, ApiError> {
+    let overrides = body.limits.unwrap_or_default();
+    let info = registry
+        .load(&body.script_name, &body.alias, &overrides)
+        .await
+        .map_err(registry_error)?;
+    tracing::info!(alias = %info.alias, script = %info.script_name, "tool loaded");
+    Ok(Success(info))
+}
+
+pub async fn unload(
+    State(registry): Registered,
+    JsonBody(body): JsonBody<AliasBody>,
+) -> Result<Success<serde_json::Value>, ApiError> {
+    registry.unload(&body.alias).map_err(registry_error)?;
+    Ok(Success(json!({ "alias": body.alias, "unloaded": true })))
+}
+
+pub async fn reload(
+    State(registry): Registered,
+    JsonBody(body): JsonBody<AliasBody>,
+) -> Result<Success<ToolInfo>, ApiError> {
+    let info = registry.reload(&body.alias).await.map_err(registry_error)?;
+    Ok(Success(info))
+}
+
+#[derive(Serialize)]
+pub struct ListData {
+    /// Aliases, as the original API returned them.
+    scripts: Vec<String>,
+    tools: Vec<ToolInfo>,
+}
+
+pub async fn list(State(registry): Registered) -> Success<ListData> {
+    let tools = registry.list();
+    Success(ListData {
+        scripts: tools.iter().map(|t| t.alias.clone()).collect(),
+        tools,
+    })
+}
+
+#[derive(Serialize)]
+pub struct CallData {
+    result: Box<RawValue>,
+    stdout: String,
+    stderr: String,
+    fuel_used: u64,
+    elapsed_ms: f64,
+    state_reset: bool,
+}
+
+pub async fn call(
+    State(registry): Registered,
+    JsonBody(body): JsonBody<CallBody>,
+) -> Result<Success<CallData>, ApiError> {
+    let args = json_kind(body.args, '[', "args", "array")?.unwrap_or_else(protocol::empty_array);
+    let kwargs =
+        json_kind(body.kwargs, '{', "kwargs", "object")?.unwrap_or_else(protocol::empty_object);
+    let report = registry
+        .call(&body.alias, &body.function_name, args, kwargs)
+        .await
+        .map_err(registry_error)?;
+    call_result(report, &body.alias, &body.function_name)
+}
+
+/// Checks that a raw JSON value is an array (or object), without parsing it into a tree.
+fn json_kind(
+    value: Option<Box<RawValue>>,
+    open: char,
+    name: &str,
+    kind: &str,
+) -> Result<Option<Box<RawValue>>, ApiError> {
+    match value {
+        Some(raw) if raw.get().trim_start().starts_with(open) => Ok(Some(raw)),
+        Some(raw) if raw.get().trim() == "null" => Ok(None),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "{name} must be a JSON {kind}"
+        ))),
+        None => Ok(None),
+    }
+}
+
+fn millis(elapsed: std::time::Duration) -> f64 {
+    (elapsed.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn call_result(
+    report: CallReport,
+    alias: &str,
+    function: &str,
+) -> Result<Success<CallData>, ApiError> {
+    let state_reset = report.state_reset;
+    match report.outcome {
+        Outcome::Answered {
+            result,
+            error: None,
+            stdout,
+            stderr,
+            fuel_used,
+            elapsed,
+        } => Ok(Success(CallData {
+            result: result.unwrap_or_else(|| protocol_null()),
+            stdout,
+            stderr,
+            fuel_used,
+            elapsed_ms: millis(elapsed),
+            state_reset,
+        })),
+        Outcome::Answered {
+            error: Some(error),
+            stdout,
+            stderr,
+            fuel_used,
+            elapsed,
+            ..
+        } => Err(guest_error(error, alias, function)
+            .with_details(json!({
+                "stdout": stdout,
+                "stderr": stderr,
+                "fuel_used": fuel_used,
+                "elapsed_ms": millis(elapsed),
+                "state_reset": state_reset,
+            }))
+            .merge_details_from_guest()),
+        Outcome::Faulted { fault, elapsed } => Err(fault_error(&fault).with_details(json!({
+            "elapsed_ms": millis(elapsed),
+            "state_reset": state_reset,
+        }))),
+    }
+}
+
+fn protocol_null() -> Box<RawValue> {
+    RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable!("valid JSON"))
+}
+
+/// Errors the driver reported; the instance is still alive.
+fn guest_error(error: GuestError, alias: &str, function: &str) -> GuestApiError {
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+    let api = match error.kind {
+        GuestErrorKind::PythonException => ApiError::new(
+            unprocessable,
+            "python_exception",
+            format!(
+                "{function} raised {}",
+                error.exc_type.as_deref().unwrap_or("an exception")
+            ),
+        ),
+        GuestErrorKind::UnserializableResult => ApiError::new(
+            unprocessable,
+            "unserializable_result",
+            error.message.clone(),
+        ),
+        GuestErrorKind::OutputLimit => ApiError::new(
+            unprocessable,
+            "output_limit",
+            "the call's print() output passed its cap (limits.output_bytes)",
+        ),
+        GuestErrorKind::NotFound => ApiError::not_found(format!(
+            "tool '{alias}' has no public function '{function}'"
+        )),
+        GuestErrorKind::LoadFailed | GuestErrorKind::BadRequest => {
+            ApiError::internal(format!("driver refused a request: {}", error.message))
+        }
+    };
+    GuestApiError { api, error }
+}
+
+/// An `ApiError` for a driver-reported failure, carrying the Python details to merge.
+struct GuestApiError {
+    api: ApiError,
+    error: GuestError,
+}
+
+impl GuestApiError {
+    fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.api.details = details;
+        self
+    }
+
+    /// The exception's type, message and traceback are the tenant's own code's; they are
+    /// returned to the tenant that called it.
+    fn merge_details_from_guest(mut self) -> ApiError {
+        if self.error.kind == GuestErrorKind::PythonException
+            && let Some(map) = self.api.details.as_object_mut()
+        {
+            map.insert("type".into(), json!(self.error.exc_type));
+            map.insert("message".into(), json!(self.error.message));
+            map.insert("traceback".into(), json!(self.error.traceback));
+        }
+        self.api
+    }
+}
+
+/// The instance stopped during the call; it has been replaced.
+fn fault_error(fault: &Fault) -> ApiError {
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+    let (code, message) = match fault {
+        Fault::FuelExhausted => (
+            "fuel_exhausted",
+            "the call used up its fuel budget (limits.fuel); the tool's state was reset",
+        ),
+        Fault::DeadlineExceeded => (
+            "deadline_exceeded",
+            "the call passed its deadline (limits.deadline_ms); the tool's state was reset",
+        ),
+        Fault::OutputLimit => (
+            "output_limit",
+            "the call's response passed its cap (limits.output_bytes); the tool's state was reset",
+        ),
+        Fault::Exited(_) => (
+            "guest_exited",
+            "the tool's interpreter exited; the tool's state was reset",
+        ),
+        Fault::Trapped(_) | Fault::Protocol(_) => (
+            "guest_crashed",
+            "the tool's interpreter stopped abnormally; the tool's state was reset",
+        ),
+    };
+    ApiError::new(unprocessable, code, message).with_cause(fault)
+}
+
+/// Maps registry failures to client errors.
+pub fn registry_error(err: RegistryError) -> ApiError {
+    match err {
+        RegistryError::NotFound => ApiError::not_found("no tool is loaded under that alias"),
+        RegistryError::ScriptNotFound => {
+            ApiError::not_found("no script of that name in the scripts directory")
+        }
+        RegistryError::AliasExists => ApiError::new(
+            StatusCode::CONFLICT,
+            "alias_exists",
+            "a tool is already loaded under that alias; unload or reload it",
+        ),
+        RegistryError::BadName(err) => ApiError::bad_request(err.to_string()),
+        RegistryError::Limits(err) => ApiError::bad_request(err.to_string()),
+        RegistryError::TooManyTools(max) => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_tools",
+            format!("the server already has its maximum of {max} tools loaded"),
+        ),
+        RegistryError::Busy => ApiError::busy(),
+        RegistryError::Unloaded => ApiError::new(
+            StatusCode::CONFLICT,
+            "tool_unloaded",
+            "the tool was unloaded before the call ran",
+        ),
+        RegistryError::LoadFailed(error) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "load_failed",
+            "the tool script raised while being imported",
+        )
+        .with_details(json!({
+            "type": error.exc_type,
+            "message": error.message,
+            "traceback": error.traceback,
+        })),
+        RegistryError::StartFaulted(fault) => {
+            let mut api = fault_error(&fault);
+            api.message = format!("the tool could not start: {}", start_reason(&fault));
+            api
+        }
+        RegistryError::Host(err) => ApiError::internal(format!("{err:#}")),
+    }
+}
+
+fn start_reason(fault: &Fault) -> &'static str {
+    match fault {
+        Fault::FuelExhausted => "importing it used up the start fuel budget",
+        Fault::DeadlineExceeded => "importing it passed the start deadline",
+        Fault::OutputLimit => "its first response passed the output cap",
+        Fault::Exited(_) => "the interpreter exited while importing it",
+        Fault::Trapped(_) | Fault::Protocol(_) => "the interpreter stopped abnormally",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_kinds() {
+        let raw = |s: &str| Some(RawValue::from_string(s.to_owned()).expect("json"));
+        assert!(json_kind(raw("[1]"), '[', "args", "array").is_ok());
+        assert!(
+            json_kind(raw("null"), '[', "args", "array")
+                .expect("ok")
+                .is_none()
+        );
+        assert!(json_kind(raw("{}"), '[', "args", "array").is_err());
+        assert!(json_kind(raw("\"x\""), '{', "kwargs", "object").is_err());
+    }
+}

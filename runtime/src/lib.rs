@@ -1,0 +1,30 @@
+//! scriptbox: a REST server that runs untrusted Python tools in CPython compiled to WASI,
+//! inside wasmtime, each call bounded by fuel, a deadline, a memory cap and an output cap.
+//!
+//! # Layout
+//!
+//! Layering, top to bottom (a module imports only from below it):
+//!
+//! * [`http`] — axum router, handlers, the one `ApiError`, the response envelope. The only
+//!   module that imports axum.
+//! * [`server`] — assembles the parts and serves a listener until shutdown.
+//! * [`registry`] — loaded tools: alias -> actor with a bounded queue and one instance.
+//! * [`sandbox`] — one guest instance: WASI context (deny by default), mounts, limits, the
+//!   door, typed outcomes. Knows limits and mounts, never tenants.
+//! * [`engine`] — the wasmtime policy (fuel, epochs, stacks, features), the epoch ticker and
+//!   the compiled-module cache (the only `unsafe` besides the future native loader).
+//! * [`protocol`] — host <-> guest driver frames.
+//! * [`config`] — the validated server configuration.
+//! * [`artifacts`], [`guest`] — the fetched interpreter and the embedded guest driver.
+//! * [`bench`] — the `scriptbox bench` subcommand.
+
+pub mod artifacts;
+pub mod bench;
+pub mod config;
+pub mod engine;
+pub mod guest;
+pub mod http;
+pub mod protocol;
+pub mod registry;
+pub mod sandbox;
+pub mod server;

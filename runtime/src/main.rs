@@ -1,0 +1,135 @@
+//! The `scriptbox` binary: parses arguments, loads the config, starts telemetry and hands
+//! over to the library.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use scriptbox::config::Config;
+use scriptbox::server::Server;
+
+#[derive(Parser)]
+#[command(
+    name = "scriptbox",
+    version,
+    about = "Run untrusted Python tools in a WebAssembly sandbox behind a REST API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the REST API (default 127.0.0.1:8000).
+    Serve(ServeArgs),
+    /// Measure warm call latency in-process, over HTTP and with native CPython; print a table.
+    Bench(scriptbox::bench::BenchArgs),
+}
+
+/// Flags override environment variables, which override the config file.
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML config file.
+    #[arg(long, env = "SCRIPTBOX_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, env = "SCRIPTBOX_BIND")]
+    bind: Option<IpAddr>,
+    #[arg(long, env = "SCRIPTBOX_PORT")]
+    port: Option<u16>,
+    #[arg(long, env = "SCRIPTBOX_SCRIPTS_DIR")]
+    scripts_dir: Option<PathBuf>,
+    #[arg(long, env = "SCRIPTBOX_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[arg(long, env = "SCRIPTBOX_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    #[arg(long, env = "SCRIPTBOX_ARTIFACTS_DIR")]
+    artifacts_dir: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(bind) = self.bind {
+            config.bind = bind;
+        }
+        if let Some(port) = self.port {
+            config.port = port;
+        }
+        if let Some(dir) = self.scripts_dir {
+            config.scripts_dir = dir;
+        }
+        if let Some(dir) = self.data_dir {
+            config.data_dir = dir;
+        }
+        if let Some(dir) = self.cache_dir {
+            config.cache_dir = dir;
+        }
+        if let Some(dir) = self.artifacts_dir {
+            config.artifacts_dir = dir;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn init_telemetry() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SCRIPTBOX_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn,cranelift=warn,wasmtime=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight calls");
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.into_config()?;
+    let server = Server::build(&config).await?;
+    let addr = SocketAddr::new(config.bind, config.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, scripts = %config.scripts_dir.display(), "scriptbox listening");
+    server.run(listener, shutdown_signal()).await
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    init_telemetry();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Bench(args) => scriptbox::bench::run(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("scriptbox: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Host <-> guest driver messages, protocol version 1 (python-wasm/guest/_scriptbox_driver.py
+//! is the other half and documents the frames).
+//!
+//! Frames are JSON. Values (call arguments, results) travel as raw JSON text, never re-parsed
+//! into `serde_json::Value` on the host, so integers of any size reach the client exactly as
+//! Python wrote them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A request frame, host to guest.
+#[derive(Debug, Serialize)]
+pub struct Request<'a> {
+    pub v: u32,
+    pub id: u64,
+    #[serde(flatten)]
+    pub op: Op<'a>,
+    pub output_cap: u64,
+}
+
+/// What the guest is asked to do.
+#[derive(Debug, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op<'a> {
+    Call {
+        function: &'a str,
+        args: &'a RawValue,
+        kwargs: &'a RawValue,
+    },
+}
+
+/// A response frame, guest to host. The guest is untrusted: every field is checked by the
+/// sandbox before anything reaches a client.
+#[derive(Debug, Deserialize)]
+pub struct Response {
+    pub v: u32,
+    pub id: u64,
+    pub ok: bool,
+    #[serde(default)]
+    pub result: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub error: Option<GuestError>,
+    #[serde(default)]
+    pub stdout: String,
+    #[serde(default)]
+    pub stderr: String,
+}
+
+/// A failure the driver reports (the instance stays alive).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct GuestError {
+    pub kind: GuestErrorKind,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub exc_type: Option<String>,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum GuestErrorKind {
+    PythonException,
+    UnserializableResult,
+    OutputLimit,
+    NotFound,
+    LoadFailed,
+    BadRequest,
+}
+
+/// The `null` used for absent args/kwargs.
+pub fn empty_array() -> Box<RawValue> {
+    RawValue::from_string("[]".to_owned()).unwrap_or_else(|_| unreachable!("valid JSON"))
+}
+
+pub fn empty_object() -> Box<RawValue> {
+    RawValue::from_string("{}".to_owned()).unwrap_or_else(|_| unreachable!("valid JSON"))
+}

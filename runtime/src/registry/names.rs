@@ -1,0 +1,140 @@
+//! Checks for the names clients send: aliases, script names, function names. Script names
+//! become a file name and a Python module name, so they are held to a strict grammar: no
+//! paths, no traversal, nothing a shell or the import system would read specially.
+
+use std::path::Path;
+
+/// Longest alias, script or function name.
+pub const MAX_NAME: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("{what} must be 1 to {MAX_NAME} characters")]
+    Length { what: &'static str },
+    #[error("{what} may only hold letters, digits and {allowed}")]
+    Characters {
+        what: &'static str,
+        allowed: &'static str,
+    },
+    #[error(
+        "{what} must be a Python identifier (letters, digits, underscores; not starting with a digit)"
+    )]
+    NotIdentifier { what: &'static str },
+    #[error("{what} may not be a Python keyword")]
+    Keyword { what: &'static str },
+    #[error("function_name may not start with an underscore (private names are not callable)")]
+    Private,
+}
+
+const KEYWORDS: &[&str] = &[
+    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue",
+    "def", "del", "elif", "else", "except", "finally", "for", "from", "global", "if", "import",
+    "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try", "while",
+    "with", "yield",
+];
+
+fn check_length(what: &'static str, name: &str) -> Result<(), NameError> {
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(NameError::Length { what });
+    }
+    Ok(())
+}
+
+fn check_identifier(what: &'static str, name: &str) -> Result<(), NameError> {
+    check_length(what, name)?;
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(NameError::NotIdentifier { what });
+    }
+    if KEYWORDS.contains(&name) {
+        return Err(NameError::Keyword { what });
+    }
+    Ok(())
+}
+
+/// A tool alias: letters, digits, `_`, `-`, `.` (not leading).
+pub fn check_alias(alias: &str) -> Result<(), NameError> {
+    check_length("alias", alias)?;
+    let ok = alias
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && !alias.starts_with('.');
+    if !ok {
+        return Err(NameError::Characters {
+            what: "alias",
+            allowed: "'_', '-', '.' (not first)",
+        });
+    }
+    Ok(())
+}
+
+/// A script name: a Python module name (`my_tool` for `scripts/my_tool.py`).
+pub fn check_script(name: &str) -> Result<(), NameError> {
+    check_identifier("script_name", name)
+}
+
+/// A public function name.
+pub fn check_function(name: &str) -> Result<(), NameError> {
+    check_identifier("function_name", name)?;
+    if name.starts_with('_') {
+        return Err(NameError::Private);
+    }
+    Ok(())
+}
+
+/// Whether `<dir>/<name>.py` or `<dir>/<name>/__init__.py` is a regular file (a symlink
+/// counts only if it resolves inside `dir`, which the guest's read-only mount enforces too).
+pub fn script_exists(dir: &Path, name: &str) -> bool {
+    let Ok(root) = dir.canonicalize() else {
+        return false;
+    };
+    [
+        dir.join(format!("{name}.py")),
+        dir.join(name).join("__init__.py"),
+    ]
+    .iter()
+    .any(|candidate| {
+        candidate
+            .canonicalize()
+            .is_ok_and(|real| real.starts_with(&root) && real.is_file())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_names_reject_paths_and_traversal() {
+        for bad in [
+            "",
+            "../etc/passwd",
+            "a/b",
+            "a.b",
+            "1abc",
+            "class",
+            "x y",
+            "é",
+            &"a".repeat(65),
+        ] {
+            assert!(check_script(bad).is_err(), "{bad:?} must be refused");
+        }
+        for good in ["astronomy_tool", "_private_ok", "A1"] {
+            assert!(check_script(good).is_ok(), "{good:?} must be accepted");
+        }
+    }
+
+    #[test]
+    fn aliases_and_functions() {
+        assert!(check_alias("astro").is_ok());
+        assert!(check_alias("my-tool.v2").is_ok());
+        assert!(check_alias(".hidden").is_err());
+        assert!(check_alias("a/b").is_err());
+        assert!(check_function("add").is_ok());
+        assert_eq!(check_function("__init__"), Err(NameError::Private));
+        assert!(check_function("os.system").is_err());
+    }
+}

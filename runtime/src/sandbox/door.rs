@@ -1,0 +1,155 @@
+//! The door: the interpreter's one custom import, `host.call(ptr, len, out_ptr_ptr,
+//! out_len_ptr) -> i32`, through which the driver hands over a response frame and receives
+//! the next request frame in the same call.
+//!
+//! While the guest waits in the door no wasm runs, so no fuel burns and no deadline is armed.
+//! When a request is delivered, the call's fuel budget and deadline are armed: the fuel is set
+//! both before `host_alloc` runs (so the allocator cannot starve) and again by the store's call
+//! hook on `ReturningFromHost`, so the call starts with exactly its budget.
+
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use wasmtime::{AsContext, AsContextMut, CallHook, Caller, StoreContextMut};
+
+use super::GuestState;
+
+/// Door return values the interpreter understands (see the interpreter's `_host` module).
+pub const DOOR_OK: i32 = 0;
+pub const DOOR_FAULT: i32 = -2;
+
+/// A request on its way into the guest, with the budget it runs under.
+#[derive(Debug)]
+pub struct Delivery {
+    pub frame: Vec<u8>,
+    pub fuel: u64,
+    pub deadline: Instant,
+}
+
+/// A frame the guest handed out, with the fuel the request used.
+#[derive(Debug)]
+pub struct GuestFrame {
+    pub frame: Vec<u8>,
+    pub fuel_used: u64,
+}
+
+/// The guest's end of the door, kept in the store.
+pub struct DoorState {
+    pub to_host: mpsc::Sender<GuestFrame>,
+    pub from_host: mpsc::Receiver<Delivery>,
+    /// The largest frame the guest may hand out; past it the instance is stopped.
+    pub max_frame: usize,
+    /// The fuel the current request started with.
+    pub budget: u64,
+    /// Fuel to set when control returns to wasm (armed when a request is delivered).
+    pub refuel: Option<u64>,
+    /// The current request's deadline; `None` while the guest waits in the door.
+    pub deadline: Option<Instant>,
+}
+
+/// The guest handed out a frame larger than its cap: the call's output passed its limit.
+#[derive(Debug, thiserror::Error)]
+#[error("guest frame of {size} bytes exceeds the cap of {cap} bytes")]
+pub struct FrameTooLarge {
+    pub size: usize,
+    pub cap: usize,
+}
+
+/// The instance's owner went away; the guest is stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("the instance was closed")]
+pub struct Closed;
+
+/// The store's call hook: applies the armed fuel when the door returns to wasm.
+pub fn call_hook(
+    mut store: StoreContextMut<'_, GuestState>,
+    hook: CallHook,
+) -> wasmtime::Result<()> {
+    if matches!(hook, CallHook::ReturningFromHost)
+        && let Some(fuel) = store.data_mut().door.refuel.take()
+    {
+        store.set_fuel(fuel)?;
+    }
+    Ok(())
+}
+
+/// The host function behind `host.call`.
+pub async fn call(
+    mut caller: Caller<'_, GuestState>,
+    (ptr, len, out_ptr_ptr, out_len_ptr): (i32, i32, i32, i32),
+) -> wasmtime::Result<i32> {
+    let Some(memory) = caller.get_export("memory").and_then(|e| e.into_memory()) else {
+        return Ok(DOOR_FAULT);
+    };
+    let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
+    let cap = caller.data().door.max_frame;
+    if len > cap {
+        return Err(FrameTooLarge { size: len, cap }.into());
+    }
+    let mut frame = vec![0u8; len];
+    if memory.read(&caller, ptr, &mut frame).is_err() {
+        return Ok(DOOR_FAULT);
+    }
+    let remaining = caller.get_fuel().unwrap_or(0);
+    let door = &mut caller.data_mut().door;
+    let fuel_used = door.budget.saturating_sub(remaining);
+    door.deadline = None;
+    if door
+        .to_host
+        .send(GuestFrame { frame, fuel_used })
+        .await
+        .is_err()
+    {
+        return Err(Closed.into());
+    }
+    let Some(delivery) = caller.data_mut().door.from_host.recv().await else {
+        return Err(Closed.into());
+    };
+    deliver(&mut caller, &memory, delivery, out_ptr_ptr, out_len_ptr).await
+}
+
+async fn deliver(
+    caller: &mut Caller<'_, GuestState>,
+    memory: &wasmtime::Memory,
+    delivery: Delivery,
+    out_ptr_ptr: i32,
+    out_len_ptr: i32,
+) -> wasmtime::Result<i32> {
+    caller.set_fuel(delivery.fuel)?;
+    let Some(alloc) = caller.get_export("host_alloc").and_then(|e| e.into_func()) else {
+        return Ok(DOOR_FAULT);
+    };
+    let alloc = alloc.typed::<i32, i32>(caller.as_context())?;
+    let Ok(len) = i32::try_from(delivery.frame.len()) else {
+        return Ok(DOOR_FAULT);
+    };
+    let at = alloc.call_async(caller.as_context_mut(), len).await? as u32 as usize;
+    if at == 0 {
+        return Ok(DOOR_FAULT);
+    }
+    let wrote = memory
+        .write(caller.as_context_mut(), at, &delivery.frame)
+        .and_then(|()| {
+            memory.write(
+                caller.as_context_mut(),
+                out_ptr_ptr as u32 as usize,
+                &(at as u32).to_le_bytes(),
+            )
+        })
+        .and_then(|()| {
+            memory.write(
+                caller.as_context_mut(),
+                out_len_ptr as u32 as usize,
+                &(len as u32).to_le_bytes(),
+            )
+        });
+    if wrote.is_err() {
+        return Ok(DOOR_FAULT);
+    }
+    caller.set_fuel(delivery.fuel)?;
+    let door = &mut caller.data_mut().door;
+    door.budget = delivery.fuel;
+    door.refuel = Some(delivery.fuel);
+    door.deadline = Some(delivery.deadline);
+    Ok(DOOR_OK)
+}

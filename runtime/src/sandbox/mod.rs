@@ -1,0 +1,447 @@
+//! One sandboxed guest: CPython (WASI) running the scriptbox driver with one tool imported.
+//!
+//! Deny by default: an instance gets no environment but the variables set here, no network
+//! (WASI preview 1 has no sockets and none are granted), no writable path, stdin closed and
+//! file-descriptor stdout/stderr discarded (the driver captures `print()` itself). It sees
+//! exactly the read-only [`Mounts`]. Everything it may consume is bounded: fuel and a
+//! wall-clock deadline per call, linear memory per instance, frame size per response.
+//!
+//! The guest runs as a tokio task calling the reactor's `run` once; the driver then loops in
+//! the [door](door) and the host feeds it requests. Any trap (fuel, deadline, a frame over its
+//! cap, a crash) ends the instance for good: its owner spawns a fresh one from the snapshot.
+//!
+//! The sandbox knows limits and mounts, never tenants or aliases.
+
+mod door;
+pub mod limits;
+pub mod mounts;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use wasmtime::{InstancePre, Linker, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+use crate::engine::Engine;
+use crate::protocol::{self, GuestError, GuestErrorKind, Op, Request, Response};
+pub use door::FrameTooLarge;
+use door::{Closed, Delivery, DoorState, GuestFrame};
+pub use limits::{LimitError, LimitOverrides, Limits, StartLimits};
+pub use mounts::Mounts;
+
+/// How long past a deadline the host waits before it stops the guest itself. The epoch
+/// callback normally stops a computing guest within one tick; this catches guests blocked in
+/// a host call (`time.sleep`), which epochs do not interrupt.
+const DEADLINE_GRACE: Duration = Duration::from_millis(20);
+
+/// Room in a response frame beyond the output cap: JSON escaping of the captured text (up to
+/// six bytes per character) and the result itself.
+const MAX_RESULT_BYTES: usize = 8 << 20;
+
+/// Per-store data.
+pub struct GuestState {
+    wasi: WasiP1Ctx,
+    limits: StoreLimits,
+    door: DoorState,
+}
+
+/// The epoch callback saw the call's deadline pass.
+#[derive(Debug, thiserror::Error)]
+#[error("the call's deadline passed")]
+struct DeadlineExceeded;
+
+/// Why an instance stopped. After any fault the instance is gone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Fault {
+    #[error("the call ran out of fuel")]
+    FuelExhausted,
+    #[error("the call passed its deadline")]
+    DeadlineExceeded,
+    #[error("the call's response passed the output cap")]
+    OutputLimit,
+    #[error("the guest exited with status {0}")]
+    Exited(i32),
+    #[error("the guest trapped: {0}")]
+    Trapped(String),
+    #[error("the guest broke the protocol: {0}")]
+    Protocol(String),
+}
+
+/// What one call produced.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The driver answered; the instance lives on. `error` is set for failures the driver
+    /// reports itself (a Python exception, an unserializable result, ...).
+    Answered {
+        result: Option<Box<RawValue>>,
+        error: Option<GuestError>,
+        stdout: String,
+        stderr: String,
+        fuel_used: u64,
+        elapsed: Duration,
+    },
+    /// The instance stopped; it must be replaced.
+    Faulted { fault: Fault, elapsed: Duration },
+}
+
+/// Why an instance could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("the tool script failed to import")]
+    LoadFailed(GuestError),
+    #[error("the instance stopped while starting: {0}")]
+    Faulted(Fault),
+    #[error("the instance could not be created")]
+    Host(#[source] anyhow::Error),
+}
+
+/// Builds instances: the engine, the linked interpreter and the mounts.
+#[derive(Clone)]
+pub struct Sandbox {
+    pre: InstancePre<GuestState>,
+    engine: Engine,
+    mounts: Mounts,
+    start: StartLimits,
+}
+
+impl Sandbox {
+    pub fn new(engine: Engine, mounts: Mounts, start: StartLimits) -> anyhow::Result<Self> {
+        let mut linker: Linker<GuestState> = Linker::new(engine.wasmtime());
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut GuestState| &mut s.wasi)
+            .map_err(anyhow::Error::from)
+            .context("linking WASI")?;
+        linker
+            .func_wrap_async("host", "call", |caller, args| {
+                Box::new(door::call(caller, args))
+            })
+            .map_err(anyhow::Error::from)
+            .context("linking the door")?;
+        let pre = linker
+            .instantiate_pre(engine.module())
+            .map_err(anyhow::Error::from)
+            .context("pre-instantiating the interpreter")?;
+        Ok(Self {
+            pre,
+            engine,
+            mounts,
+            start,
+        })
+    }
+
+    pub fn mounts(&self) -> &Mounts {
+        &self.mounts
+    }
+
+    /// Starts an instance with the tool `module` (a checked Python module name) imported.
+    pub async fn spawn(&self, module: &str, limits: &Limits) -> Result<Instance, SpawnError> {
+        let started = Instant::now();
+        let (to_guest, from_host) = mpsc::channel(1);
+        let (to_host, from_guest) = mpsc::channel(1);
+        let deadline = started + Duration::from_millis(self.start.deadline_ms);
+        let store = self
+            .store(
+                module,
+                limits,
+                DoorState {
+                    to_host,
+                    from_host,
+                    max_frame: max_frame(limits),
+                    budget: self.start.fuel,
+                    refuel: None,
+                    deadline: Some(deadline),
+                },
+            )
+            .map_err(SpawnError::Host)?;
+        let task = tokio::spawn(run_guest(self.pre.clone(), store));
+        let mut instance = Instance {
+            to_guest,
+            from_guest,
+            task: Some(task),
+            next_id: 1,
+            limits: *limits,
+        };
+        match instance.receive(deadline).await {
+            Received::Frame(frame) => instance.check_ready(&frame.frame),
+            Received::Fault(fault) => Err(SpawnError::Faulted(fault)),
+        }
+        .map(|()| {
+            tracing::debug!(
+                module,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "instance ready"
+            );
+            instance
+        })
+    }
+
+    fn store(
+        &self,
+        module: &str,
+        limits: &Limits,
+        door: DoorState,
+    ) -> anyhow::Result<Store<GuestState>> {
+        let wasi = self.wasi_ctx(module)?;
+        let memory = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
+        let store_limits = StoreLimitsBuilder::new()
+            .memory_size(memory)
+            .instances(4)
+            .tables(64)
+            .memories(4)
+            .trap_on_grow_failure(false)
+            .build();
+        let mut store = Store::new(
+            self.engine.wasmtime(),
+            GuestState {
+                wasi,
+                limits: store_limits,
+                door,
+            },
+        );
+        store.limiter(|s| &mut s.limits);
+        store.set_fuel(self.start.fuel)?;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| match ctx.data().door.deadline {
+            Some(deadline) if Instant::now() >= deadline => Err(DeadlineExceeded.into()),
+            _ => Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            )),
+        });
+        store.call_hook(door::call_hook);
+        Ok(store)
+    }
+
+    fn wasi_ctx(&self, module: &str) -> anyhow::Result<WasiP1Ctx> {
+        let driver = format!("{}/{}", mounts::DRIVER_GUEST, mounts::DRIVER_FILE);
+        let mut builder = WasiCtxBuilder::new();
+        builder
+            .args(&[mounts::ARGV0, &driver, module, mounts::SCRIPTS_GUEST])
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("PYTHONUNBUFFERED", "1")
+            .env("TMPDIR", "/tmp")
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        let m = &self.mounts;
+        for (host, guest) in [
+            (&m.stdlib, mounts::STDLIB_GUEST),
+            (&m.driver, mounts::DRIVER_GUEST),
+            (&m.scripts, mounts::SCRIPTS_GUEST),
+        ] {
+            builder
+                .preopened_dir(host, guest, FsPerms::ReadOnly)
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("mounting {} at {guest}", host.display()))?;
+        }
+        Ok(builder.build_p1())
+    }
+}
+
+/// The largest response frame for these limits.
+fn max_frame(limits: &Limits) -> usize {
+    let output = usize::try_from(limits.output_bytes).unwrap_or(usize::MAX);
+    output.saturating_mul(6).saturating_add(MAX_RESULT_BYTES)
+}
+
+/// The guest task: instantiate, initialise the reactor, run the driver until it stops.
+async fn run_guest(
+    pre: InstancePre<GuestState>,
+    mut store: Store<GuestState>,
+) -> wasmtime::Result<i32> {
+    let instance = pre.instantiate_async(&mut store).await?;
+    if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
+        init.call_async(&mut store, ()).await?;
+    }
+    let run = instance.get_typed_func::<(), i32>(&mut store, "run")?;
+    run.call_async(&mut store, ()).await
+}
+
+enum Received {
+    Frame(GuestFrame),
+    Fault(Fault),
+}
+
+/// A live guest. Dropping it stops the guest.
+pub struct Instance {
+    to_guest: mpsc::Sender<Delivery>,
+    from_guest: mpsc::Receiver<GuestFrame>,
+    task: Option<JoinHandle<wasmtime::Result<i32>>>,
+    next_id: u64,
+    limits: Limits,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Instance {
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Whether the guest can still take calls.
+    pub fn is_alive(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Calls `function(*args, **kwargs)` in the tool. `args` must be a JSON array and
+    /// `kwargs` a JSON object (the HTTP layer checks both).
+    pub async fn call(&mut self, function: &str, args: &RawValue, kwargs: &RawValue) -> Outcome {
+        let started = Instant::now();
+        let id = self.next_id;
+        self.next_id += 1;
+        let request = Request {
+            v: protocol::PROTOCOL_VERSION,
+            id,
+            op: Op::Call {
+                function,
+                args,
+                kwargs,
+            },
+            output_cap: self.limits.output_bytes,
+        };
+        let frame = match serde_json::to_vec(&request) {
+            Ok(frame) => frame,
+            Err(err) => {
+                return self.faulted(
+                    Fault::Protocol(format!("request not encodable: {err}")),
+                    started,
+                );
+            }
+        };
+        let deadline = started + self.limits.deadline();
+        let delivery = Delivery {
+            frame,
+            fuel: self.limits.fuel,
+            deadline,
+        };
+        if self.to_guest.send(delivery).await.is_err() {
+            let fault = self.stopped_with().await;
+            return self.faulted(fault, started);
+        }
+        match self.receive(deadline).await {
+            Received::Frame(frame) => self.answer(id, frame, started),
+            Received::Fault(fault) => self.faulted(fault, started),
+        }
+    }
+
+    fn faulted(&mut self, fault: Fault, started: Instant) -> Outcome {
+        self.stop();
+        Outcome::Faulted {
+            fault,
+            elapsed: started.elapsed(),
+        }
+    }
+
+    fn answer(&mut self, id: u64, frame: GuestFrame, started: Instant) -> Outcome {
+        let elapsed = started.elapsed();
+        let response: Response = match serde_json::from_slice(&frame.frame) {
+            Ok(response) => response,
+            Err(err) => return self.faulted(Fault::Protocol(format!("bad frame: {err}")), started),
+        };
+        if response.v != protocol::PROTOCOL_VERSION || response.id != id {
+            return self.faulted(Fault::Protocol("frame for another request".into()), started);
+        }
+        let error = match (response.ok, response.error) {
+            (true, _) => None,
+            (false, Some(error)) => Some(error),
+            (false, None) => Some(GuestError {
+                kind: GuestErrorKind::BadRequest,
+                exc_type: None,
+                message: "the driver reported an unnamed failure".into(),
+                traceback: None,
+            }),
+        };
+        Outcome::Answered {
+            result: if error.is_none() {
+                response.result
+            } else {
+                None
+            },
+            error,
+            stdout: response.stdout,
+            stderr: response.stderr,
+            fuel_used: frame.fuel_used,
+            elapsed,
+        }
+    }
+
+    /// The first frame: `ready`, or the import's failure.
+    fn check_ready(&mut self, frame: &[u8]) -> Result<(), SpawnError> {
+        let response: Response = serde_json::from_slice(frame).map_err(|err| {
+            SpawnError::Faulted(Fault::Protocol(format!("bad ready frame: {err}")))
+        })?;
+        match (response.ok, response.error) {
+            (true, _) => Ok(()),
+            (false, Some(error)) => Err(SpawnError::LoadFailed(error)),
+            (false, None) => Err(SpawnError::Faulted(Fault::Protocol(
+                "no ready frame".into(),
+            ))),
+        }
+    }
+
+    /// The guest's next frame, or why it stopped. Past `deadline` (plus a grace for the epoch
+    /// callback to act) the host stops the guest itself.
+    async fn receive(&mut self, deadline: Instant) -> Received {
+        let until = tokio::time::Instant::from_std(deadline + DEADLINE_GRACE);
+        match tokio::time::timeout_at(until, self.from_guest.recv()).await {
+            Ok(Some(frame)) => Received::Frame(frame),
+            Ok(None) => Received::Fault(self.stopped_with().await),
+            Err(_elapsed) => {
+                self.stop();
+                Received::Fault(Fault::DeadlineExceeded)
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    /// Waits for the guest task to end and names why it did.
+    async fn stopped_with(&mut self) -> Fault {
+        let Some(task) = self.task.take() else {
+            return Fault::Trapped("the instance was already stopped".into());
+        };
+        match task.await {
+            Ok(Ok(code)) => Fault::Exited(code),
+            Ok(Err(err)) => classify(&err),
+            Err(join) => Fault::Trapped(format!("guest task ended: {join}")),
+        }
+    }
+}
+
+/// Names a guest error.
+fn classify(err: &wasmtime::Error) -> Fault {
+    if err.downcast_ref::<DeadlineExceeded>().is_some() {
+        return Fault::DeadlineExceeded;
+    }
+    if err.downcast_ref::<FrameTooLarge>().is_some() {
+        return Fault::OutputLimit;
+    }
+    if let Some(exit) = err.downcast_ref::<I32Exit>() {
+        return Fault::Exited(exit.0);
+    }
+    if err.downcast_ref::<Closed>().is_some() {
+        return Fault::Trapped("the instance was closed".into());
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => Fault::FuelExhausted,
+        Some(Trap::Interrupt) => Fault::DeadlineExceeded,
+        Some(trap) => Fault::Trapped(trap.to_string()),
+        None => {
+            tracing::warn!(cause = ?err, "guest stopped with a host error");
+            Fault::Trapped("host error".into())
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests, one binary so the engine loads once (as in wasmtime's tests/all).
+
+mod bad_input;
+mod guide;
+mod lifecycle;
+mod limits;
+mod sandbox;

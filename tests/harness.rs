@@ -1,0 +1,206 @@
+//! Test harness: starts the real scriptbox server on 127.0.0.1:0 with the real interpreter and
+//! talks to it over HTTP. The engine (and its compiled interpreter, from the on-disk cache) is
+//! loaded once per test binary and shared; every server gets its own data and scripts folders.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use reqwest::StatusCode;
+use scriptbox::config::{Config, SOURCE_ROOT};
+use scriptbox::engine::Engine;
+use scriptbox::server::Server;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+static ENGINE: OnceLock<Engine> = OnceLock::new();
+static ENGINE_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The shared engine; the first caller fetches the interpreter if needed and loads (or, once
+/// per machine, compiles) it.
+pub fn engine() -> Engine {
+    if let Some(engine) = ENGINE.get() {
+        return engine.clone();
+    }
+    let _guard = ENGINE_INIT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(engine) = ENGINE.get() {
+        return engine.clone();
+    }
+    let config = Config::default();
+    scriptbox::artifacts::ensure(&config.artifacts_dir, true).expect("fetching the interpreter");
+    let engine =
+        Engine::load(&config.snapshot_wasm(), &config.cache_dir).expect("loading the interpreter");
+    let _ = ENGINE.set(engine.clone());
+    engine
+}
+
+/// A running server and a client for it.
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub scripts_dir: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+/// A config for tests: the example scripts plus the test fixtures, private folders.
+pub fn test_config(dir: &Path) -> Config {
+    let scripts = dir.join("scripts");
+    std::fs::create_dir_all(&scripts).expect("scripts dir");
+    for source in ["scripts", "tests/scripts"] {
+        let folder = Path::new(SOURCE_ROOT).join(source);
+        for entry in std::fs::read_dir(&folder).expect("read scripts") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "py") {
+                std::fs::copy(&path, scripts.join(path.file_name().expect("name")))
+                    .expect("copy script");
+            }
+        }
+    }
+    Config {
+        port: 0,
+        scripts_dir: scripts,
+        data_dir: dir.join("data"),
+        fetch_if_missing: false,
+        ..Config::default()
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server after `adjust` has changed the test config.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = test_config(dir.path());
+        adjust(&mut config);
+        let engine = tokio::task::spawn_blocking(engine).await.expect("engine");
+        let server = Server::with_engine(&config, engine).expect("server");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(listener, async move {
+            let _ = rx.await;
+        }));
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            scripts_dir: config.scripts_dir.clone(),
+            shutdown: Some(tx),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    /// POSTs a raw body (no Content-Type, like the guide's curl examples without -H).
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        read(response).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        read(response).await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request");
+        read(response).await
+    }
+
+    /// Loads `script` as `alias`, asserting success.
+    pub async fn load(&self, script: &str, alias: &str) -> Value {
+        self.load_limited(script, alias, json!(null)).await
+    }
+
+    pub async fn load_limited(&self, script: &str, alias: &str, limits: Value) -> Value {
+        let (status, body) = self
+            .post(
+                "/python/load",
+                json!({"script_name": script, "alias": alias, "limits": limits}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "load {script} as {alias}: {body}");
+        body
+    }
+
+    /// Calls a function and returns (status, body).
+    pub async fn call(
+        &self,
+        alias: &str,
+        function: &str,
+        args: Value,
+        kwargs: Value,
+    ) -> (StatusCode, Value) {
+        self.post(
+            "/python/call",
+            json!({"alias": alias, "function_name": function, "args": args, "kwargs": kwargs}),
+        )
+        .await
+    }
+
+    /// Calls and asserts success; returns `data`.
+    pub async fn call_ok(&self, alias: &str, function: &str, args: Value) -> Value {
+        let (status, body) = self.call(alias, function, args, json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{alias}.{function}: {body}");
+        body["data"].clone()
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("join").expect("server run");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+async fn read(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    let value = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "raw": text }));
+    (status, value)
+}
+
+/// The error code of an error envelope.
+pub fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<none>")
+}

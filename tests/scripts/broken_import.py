@@ -1,0 +1,3 @@
+"""Test fixture: raises while being imported."""
+
+raise RuntimeError("this tool cannot start")

@@ -1,0 +1,4 @@
+"""Test fixture: loops forever at import time."""
+
+while True:
+    pass
