@@ -143,7 +143,7 @@ async fn bad_requests_get_their_codes() {
                 "]".repeat(200)
             ),
             StatusCode::BAD_REQUEST,
-            "invalid_json",
+            "bad_request",
         ),
         (
             "/python/unload",

@@ -106,27 +106,30 @@ mod tests {
     #[test]
     fn error_codes() {
         assert_eq!(
-            parse::<Body>(b"").map(|_| ()).unwrap_err().code,
+            parse::<Body>(b"").map(|_| ()).expect_err("must fail").code,
             "invalid_json"
         );
         assert_eq!(
-            parse::<Body>(b"{oops").map(|_| ()).unwrap_err().code,
+            parse::<Body>(b"{oops")
+                .map(|_| ())
+                .expect_err("must fail")
+                .code,
             "invalid_json"
         );
-        let missing = parse::<Body>(b"{}").map(|_| ()).unwrap_err();
+        let missing = parse::<Body>(b"{}").map(|_| ()).expect_err("must fail");
         assert_eq!(missing.code, "missing_field");
         assert_eq!(missing.details["field"], "alias");
         assert_eq!(
             parse::<Body>(br#"{"alias": 3}"#)
                 .map(|_| ())
-                .unwrap_err()
+                .expect_err("must fail")
                 .code,
             "bad_request"
         );
         assert_eq!(
             parse::<Body>(br#"{"alias": "a", "x": 1}"#)
                 .map(|_| ())
-                .unwrap_err()
+                .expect_err("must fail")
                 .code,
             "bad_request"
         );

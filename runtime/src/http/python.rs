@@ -112,13 +112,50 @@ pub async fn call(
     call_result(report, &body.alias, &body.function_name)
 }
 
-/// Checks that a raw JSON value is an array (or object), without parsing it into a tree.
+/// The deepest nesting of arrays and objects accepted in `args`/`kwargs`.
+pub const MAX_ARG_DEPTH: usize = 64;
+
+/// The nesting depth of raw JSON text: brackets outside strings, one pass.
+fn nesting_depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for byte in text.bytes() {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Checks that a raw JSON value is an array (or object) nested at most [`MAX_ARG_DEPTH`]
+/// deep, without parsing it into a tree.
 fn json_kind(
     value: Option<Box<RawValue>>,
     open: char,
     name: &str,
     kind: &str,
 ) -> Result<Option<Box<RawValue>>, ApiError> {
+    if let Some(raw) = &value
+        && nesting_depth(raw.get()) > MAX_ARG_DEPTH
+    {
+        return Err(ApiError::bad_request(format!(
+            "{name} is nested deeper than {MAX_ARG_DEPTH} levels"
+        )));
+    }
     match value {
         Some(raw) if raw.get().trim_start().starts_with(open) => Ok(Some(raw)),
         Some(raw) if raw.get().trim() == "null" => Ok(None),
@@ -148,7 +185,7 @@ fn call_result(
             fuel_used,
             elapsed,
         } => Ok(Success(CallData {
-            result: result.unwrap_or_else(|| protocol_null()),
+            result: result.unwrap_or_else(protocol_null),
             stdout,
             stderr,
             fuel_used,
@@ -337,5 +374,7 @@ mod tests {
         );
         assert!(json_kind(raw("{}"), '[', "args", "array").is_err());
         assert!(json_kind(raw("\"x\""), '{', "kwargs", "object").is_err());
+        assert_eq!(nesting_depth(r#"[1, {"a": "[[[[", "b": [2]}]"#), 3);
+        assert_eq!(nesting_depth(r#"["\\", "\"[" ]"#), 1);
     }
 }
