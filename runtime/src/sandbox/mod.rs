@@ -221,8 +221,6 @@ impl Sandbox {
         builder
             .args(&[mounts::ARGV0, &driver, module, mounts::SCRIPTS_GUEST])
             .env("PYTHONDONTWRITEBYTECODE", "1")
-            .env("PYTHONUNBUFFERED", "1")
-            .env("TMPDIR", "/tmp")
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
