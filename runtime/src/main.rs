@@ -81,8 +81,10 @@ fn init_telemetry() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SCRIPTBOX_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn,cranelift=warn,wasmtime=warn"));
+    use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

@@ -3,7 +3,6 @@
 //! next start).
 
 use scriptbox::engine::{Engine, cache};
-use sha2::{Digest, Sha256};
 
 fn engine() -> wasmtime::Engine {
     wasmtime::Engine::new(&Engine::config()).expect("engine")
@@ -17,7 +16,7 @@ fn a_mismatched_hash_is_never_loaded() {
     std::fs::write(&entry.artifact, b"not what was stored").expect("write");
     std::fs::write(
         &entry.digest,
-        hex::encode(Sha256::digest(b"something else")),
+        blake3::hash(b"something else").to_hex().to_string(),
     )
     .expect("write");
     let loaded = cache::load_verified(&engine, &entry).expect("no hard error");
@@ -35,7 +34,7 @@ fn a_matching_hash_of_garbage_is_refused_by_wasmtime() {
     let entry = cache::entry_for(&engine, b"some wasm", dir.path());
     let garbage = b"\x7fELF this is not a compiled module".to_vec();
     std::fs::write(&entry.artifact, &garbage).expect("write");
-    std::fs::write(&entry.digest, hex::encode(Sha256::digest(&garbage))).expect("write");
+    std::fs::write(&entry.digest, blake3::hash(&garbage).to_hex().to_string()).expect("write");
     assert!(
         cache::load_verified(&engine, &entry)
             .expect("no hard error")
@@ -56,7 +55,7 @@ fn a_truncated_real_artifact_is_detected() {
     let dir = tempfile::tempdir().expect("tempdir");
     let copy = cache::CacheEntry {
         artifact: dir.path().join("t.cwasm"),
-        digest: dir.path().join("t.sha256"),
+        digest: dir.path().join("t.blake3"),
     };
     let mut head = vec![0u8; 1 << 20];
     {

@@ -3,8 +3,9 @@
 //!
 //! Key: SHA-256 over the wasm's own SHA-256, the wasmtime version, our engine settings
 //! ([`super::Engine::settings_fingerprint`]) and wasmtime's own compatibility hash. The
-//! compiled artifact `python-<key>.cwasm` is stored beside `python-<key>.sha256`, the SHA-256
-//! of the artifact as written. Deserialising native code is `unsafe` (wasmtime runs it as it
+//! compiled artifact `python-<key>.cwasm` is stored beside `python-<key>.blake3`, the BLAKE3
+//! hash of the artifact as written (BLAKE3 rather than SHA-256 because it checks the ~350 MB
+//! artifact in about a tenth of the time, on both cores, so a warm start stays fast). Deserialising native code is `unsafe` (wasmtime runs it as it
 //! finds it), so an artifact whose bytes do not match its stored hash — truncated, corrupted,
 //! or half-written — is deleted and rebuilt, never loaded. The cache folder is created 0700,
 //! and both files are written to a temporary name and renamed, so a crash mid-write leaves no
@@ -41,7 +42,7 @@ pub fn entry_for(engine: &wasmtime::Engine, wasm_bytes: &[u8], cache_dir: &Path)
     let key = cache_key(engine, wasm_bytes);
     CacheEntry {
         artifact: cache_dir.join(format!("python-{key}.cwasm")),
-        digest: cache_dir.join(format!("python-{key}.sha256")),
+        digest: cache_dir.join(format!("python-{key}.blake3")),
     }
 }
 
@@ -95,18 +96,10 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("creating the module cache {}", dir.display()))
 }
 
-fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut file = fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
+fn blake3_file(path: &Path) -> std::io::Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_mmap_rayon(path)?;
+    Ok(hasher.finalize().to_hex().to_string())
 }
 
 /// The cached module if its artifact matches its stored hash; `None` (after removing the
@@ -119,7 +112,7 @@ pub fn load_verified(
         return Ok(None);
     };
     let started = Instant::now();
-    let actual = match sha256_file(&entry.artifact) {
+    let actual = match blake3_file(&entry.artifact) {
         Ok(actual) => actual,
         Err(err) => {
             tracing::warn!(cause = %err, "compiled-module cache entry unreadable; rebuilding");
@@ -200,7 +193,7 @@ fn compile_and_store(
 }
 
 fn store(entry: &CacheEntry, compiled: &[u8]) -> std::io::Result<()> {
-    let digest = hex::encode(Sha256::digest(compiled));
+    let digest = blake3::hash(compiled).to_hex().to_string();
     write_atomic(&entry.artifact, compiled)?;
     write_atomic(&entry.digest, digest.as_bytes())
 }

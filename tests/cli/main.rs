@@ -1,0 +1,157 @@
+//! The `scriptbox serve` binary itself: config file + env overrides, and graceful shutdown on
+//! SIGTERM with an in-flight call that is allowed to finish. (A test target of the `scriptbox`
+//! package, see runtime/Cargo.toml, so Cargo builds the binary first.)
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use scriptbox::config::SOURCE_ROOT;
+use serde_json::{Value, json};
+
+fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_scriptbox"))
+}
+
+/// A scripts folder with the example tools and the test fixtures.
+fn scripts_in(dir: &Path) -> PathBuf {
+    let scripts = dir.join("scripts");
+    std::fs::create_dir_all(&scripts).expect("scripts dir");
+    for source in ["scripts", "tests/scripts"] {
+        for entry in std::fs::read_dir(Path::new(SOURCE_ROOT).join(source)).expect("read") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "py") {
+                std::fs::copy(&path, scripts.join(path.file_name().expect("name"))).expect("copy");
+            }
+        }
+    }
+    scripts
+}
+
+/// The server process; killed if a test fails before it exits.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the binary and returns it with the address it logged.
+fn serve(config: &str, env: &[(&str, &str)]) -> (Running, String) {
+    let dir = tempfile::tempdir().expect("tempdir").keep();
+    let scripts = scripts_in(&dir);
+    let file = dir.join("scriptbox.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "port = 0\nscripts_dir = {:?}\ndata_dir = {:?}\n{config}",
+            scripts,
+            dir.join("data")
+        ),
+    )
+    .expect("config");
+    let mut command = Command::new(binary());
+    command
+        .args(["serve", "--config"])
+        .arg(&file)
+        .env("SCRIPTBOX_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // A cold module cache means one compile (minutes); a warm one, milliseconds.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let addr = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("no 'listening' line from the server");
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().expect("addr").to_owned();
+        }
+    };
+    (Running(child), format!("http://{addr}"))
+}
+
+fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_obeys_config_and_env_and_shuts_down_gracefully() {
+    let (mut running, base) = serve(
+        "[limits]\ndeadline_ms = 4000\n",
+        &[("SCRIPTBOX_BIND", "127.0.0.1")],
+    );
+    let client = reqwest::Client::new();
+    let loaded: Value = client
+        .post(format!("{base}/python/load"))
+        .body(r#"{"script_name": "limits_fixture", "alias": "f"}"#)
+        .send()
+        .await
+        .expect("load")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(loaded["data"]["limits"]["deadline_ms"], 4000, "{loaded}");
+    // an in-flight call when SIGTERM arrives still completes
+    let call = tokio::spawn({
+        let client = client.clone();
+        let url = format!("{base}/python/call");
+        async move {
+            client
+                .post(url)
+                .json(&json!({"alias": "f", "function_name": "sleep", "args": [1.0]}))
+                .send()
+                .await
+                .expect("call")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    terminate(&running.0);
+    let body = call.await.expect("join");
+    assert_eq!(body["data"]["result"], 1.0, "{body}");
+    let started = Instant::now();
+    loop {
+        if let Some(status) = running.0.try_wait().expect("wait") {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn a_bad_config_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "prot = 8000\n").expect("write");
+    let output = Command::new(binary())
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("unknown field `prot`"), "{text}");
+}
