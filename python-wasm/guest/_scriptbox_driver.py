@@ -56,7 +56,7 @@ class CappedOutput(io.TextIOBase):
 
     def __init__(self, budget):
         self.budget = budget
-        self.parts = []
+        self.parts = None  # made on the first write: most calls print nothing
 
     def writable(self):
         return True
@@ -65,6 +65,8 @@ class CappedOutput(io.TextIOBase):
         if not isinstance(text, str):
             raise TypeError("write() argument must be str, not " + type(text).__name__)
         size = len(text.encode("utf-8", "surrogatepass"))
+        if self.parts is None:
+            self.parts = []
         if size > self.budget.left:
             self.parts.append(text[: max(self.budget.left, 0)])
             self.budget.left = 0
@@ -78,13 +80,24 @@ class CappedOutput(io.TextIOBase):
         pass
 
     def value(self):
-        return "".join(self.parts)
+        return "".join(self.parts) if self.parts else ""
+
+    def reset(self):
+        self.parts = None
 
 
 class Budget:
     def __init__(self, cap):
         self.left = cap
         self.exceeded = False
+
+    def reset(self, cap):
+        self.left = cap
+        self.exceeded = False
+
+
+# Exact types that are already JSON values (floats still need the finiteness check).
+_PLAIN = frozenset([type(None), bool, int, str])
 
 
 def type_name(obj):
@@ -96,10 +109,8 @@ def type_name(obj):
 
 def to_json(obj, depth=0, active=None):
     """A JSON-safe copy of obj under the conversion table, or Unserializable naming the type."""
-    if obj is None or obj is True or obj is False or type(obj) is str:
-        return obj
     t = type(obj)
-    if t is int:
+    if t in _PLAIN:
         return obj
     if t is float:
         if math.isfinite(obj):
@@ -158,6 +169,10 @@ class Driver:
         self.module_name = module_name
         self.scripts_dir = scripts_dir
         self.module = None
+        # One capture pair for the driver's life, reset per call: cheaper than new objects.
+        self.budget = Budget(0)
+        self.out = CappedOutput(self.budget)
+        self.err = CappedOutput(self.budget)
 
     def load(self):
         """Import the tool script by file path under its own module name."""
@@ -200,8 +215,10 @@ class Driver:
         fn = getattr(self.module, name, None)
         if fn is None or not callable(fn):
             return error_frame("not_found", message="no function named " + repr(name) + " in the tool")
-        budget = Budget(request.get("output_cap", DEFAULT_OUTPUT_CAP))
-        out, err = CappedOutput(budget), CappedOutput(budget)
+        budget, out, err = self.budget, self.out, self.err
+        budget.reset(request.get("output_cap", DEFAULT_OUTPUT_CAP))
+        out.reset()
+        err.reset()
         saved = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = out, err
         try:
@@ -223,11 +240,52 @@ class Driver:
         return frame
 
 
+def _refuse(obj):
+    raise TypeError("not JSON: " + type_name(obj))
+
+
+def _make_encoder():
+    """The C encoder made once (json.dumps makes one per call), if it behaves exactly like the
+    public API on a sample; otherwise the public API."""
+    slow = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+    try:
+        from json.encoder import c_encode_basestring, c_make_encoder
+
+        fast = c_make_encoder(None, _refuse, c_encode_basestring, None, ":", ",", False, False, False)
+        sample = {"a": [1, 2.5, "\u00e9\n\"", None, True, 2**70], "b": {}}
+        if "".join(fast(sample, 0)) == slow(sample):
+            return lambda obj: "".join(fast(obj, 0))
+    except Exception:
+        pass
+    return slow
+
+
+def _make_decoder():
+    """Request frames are compact JSON written by the host; the C scanner parses them."""
+    scan = json.JSONDecoder().scan_once
+
+    def decode(raw):
+        text = raw.decode("utf-8")
+        try:
+            value, end = scan(text, 0)
+        except StopIteration:
+            raise ValueError("not JSON") from None
+        if end != len(text):
+            raise ValueError("trailing data after the frame")
+        return value
+
+    return decode
+
+
+_ENCODE = _make_encoder()
+_DECODE = _make_decoder()
+
+
 def encode(frame, rid):
     frame["v"] = PROTOCOL
     frame["id"] = rid
     try:
-        return json.dumps(frame, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+        return _ENCODE(frame).encode("utf-8", "surrogatepass")
     except BaseException as exc:  # belt and braces: to_json already vetted the result
         bad = error_frame("unserializable_result", message="result could not be encoded: " + type_name(exc))
         bad["v"], bad["id"] = PROTOCOL, rid
@@ -271,7 +329,7 @@ def main(argv):
         raw = exchange(encode(frame, rid))
         rid = 0
         try:
-            request = json.loads(raw)
+            request = _DECODE(raw)
             rid = request.get("id", 0)
             if request.get("v") != PROTOCOL:
                 frame = error_frame("bad_request", message="unsupported protocol version")

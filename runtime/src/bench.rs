@@ -64,7 +64,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let engine = crate::server::load_engine(&config).await?;
     let in_process = in_process(&config, engine.clone(), args.calls).await?;
-    let (http_seq, http_par) = over_http(&config, engine, &args).await?;
+    let (http_seq, http_par, http_floor) = over_http(&config, engine, &args).await?;
     let driver = crate::guest::install_driver(&data)?.join(crate::sandbox::mounts::DRIVER_FILE);
     let native = {
         let args = args.clone();
@@ -72,7 +72,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || native(&args, &driver, &scripts)).await??
     };
     let _ = std::fs::remove_dir_all(&data);
-    print_table(&[in_process, http_seq, http_par, native]);
+    print_table(&[in_process, http_seq, http_par, http_floor, native]);
     Ok(())
 }
 
@@ -119,7 +119,7 @@ async fn over_http(
     config: &Config,
     engine: Engine,
     args: &BenchArgs,
-) -> anyhow::Result<(Measured, Measured)> {
+) -> anyhow::Result<(Measured, Measured, Measured)> {
     let server = Server::with_engine(config, engine)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
@@ -158,9 +158,34 @@ async fn over_http(
         samples,
     };
     let parallel = http_parallel(&client, &url, body, args).await?;
+    let floor = http_floor(&client, &base, args.calls).await?;
     let _ = stop.send(());
     task.await.context("server task")??;
-    Ok((sequential, parallel))
+    Ok((sequential, parallel, floor))
+}
+
+/// `GET /health`, sequentially: what HTTP alone costs on this machine, no tool involved.
+async fn http_floor(
+    client: &reqwest::Client,
+    base: &str,
+    calls: usize,
+) -> anyhow::Result<Measured> {
+    let url = format!("{base}/health");
+    let mut samples = Vec::with_capacity(calls);
+    for i in 0..calls / 10 + calls {
+        let started = Instant::now();
+        let response = client.get(url.as_str()).send().await?;
+        let _ = response.bytes().await?;
+        if i >= calls / 10 {
+            samples.push(started.elapsed());
+        }
+    }
+    let total: Duration = samples.iter().sum();
+    Ok(Measured {
+        name: "HTTP floor: GET /health",
+        calls_per_s: samples.len() as f64 / total.as_secs_f64(),
+        samples,
+    })
 }
 
 async fn http_parallel(
