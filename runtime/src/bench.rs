@@ -1,7 +1,7 @@
 //! `scriptbox bench`: warm-call latency of `my_calc.add(a, b)` three ways, printed as a table.
 //!
 //! * in-process: the sandbox API directly (no HTTP), one instance, calls back to back;
-//! * HTTP: the real server on 127.0.0.1, a keep-alive client in the same process, first
+//! * HTTP: the real server on 127.0.0.1, keep-alive hyper connections in the same process, first
 //!   sequential (latency), then `--concurrency` clients (throughput);
 //! * native: the same guest driver under the machine's `python3`, frames over OS pipes —
 //!   the reference for what the sandbox costs.
@@ -11,7 +11,6 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -122,75 +121,44 @@ async fn over_http(
 ) -> anyhow::Result<(Measured, Measured, Measured)> {
     let server = Server::with_engine(config, engine)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
+    let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server.run(listener, async move {
         let _ = stopped.await;
     }));
-    let client = reqwest::Client::new();
-    let loaded = client
-        .post(format!("{base}/python/load"))
-        .body(r#"{"script_name": "my_calc", "alias": "calc"}"#)
-        .send()
-        .await?;
-    if !loaded.status().is_success() {
-        bail!("loading my_calc failed: {}", loaded.text().await?);
+    let mut client = RawClient::connect(addr).await?;
+    let load = r#"{"script_name": "my_calc", "alias": "calc"}"#;
+    if !client.request("POST", "/python/load", load).await? {
+        bail!("loading my_calc failed");
     }
-    let url = Arc::new(format!("{base}/python/call"));
     let body = r#"{"alias": "calc", "function_name": "add", "args": [2, 1]}"#;
-    let mut samples = Vec::with_capacity(args.calls);
-    for i in 0..args.calls / 10 + args.calls {
-        let started = Instant::now();
-        let response = client.post(url.as_str()).body(body).send().await?;
-        let ok = response.status().is_success();
-        let _ = response.bytes().await?;
-        if !ok {
-            bail!("HTTP call failed");
-        }
-        if i >= args.calls / 10 {
-            samples.push(started.elapsed());
-        }
-    }
-    let total: Duration = samples.iter().sum();
-    let sequential = Measured {
-        name: "HTTP, 1 client",
-        calls_per_s: samples.len() as f64 / total.as_secs_f64(),
-        samples,
-    };
-    let parallel = http_parallel(&client, &url, body, args).await?;
-    let floor = http_floor(&client, &base, args.calls).await?;
+    let sequential = raw_sequential(
+        "HTTP, 1 client",
+        addr,
+        "POST",
+        "/python/call",
+        body,
+        args.calls,
+    )
+    .await?;
+    let parallel = http_parallel(addr, body, args).await?;
+    let floor = raw_sequential(
+        "HTTP floor: GET /health",
+        addr,
+        "GET",
+        "/health",
+        "",
+        args.calls,
+    )
+    .await?;
+    drop(client);
     let _ = stop.send(());
     task.await.context("server task")??;
     Ok((sequential, parallel, floor))
 }
 
-/// `GET /health`, sequentially: what HTTP alone costs on this machine, no tool involved.
-async fn http_floor(
-    client: &reqwest::Client,
-    base: &str,
-    calls: usize,
-) -> anyhow::Result<Measured> {
-    let url = format!("{base}/health");
-    let mut samples = Vec::with_capacity(calls);
-    for i in 0..calls / 10 + calls {
-        let started = Instant::now();
-        let response = client.get(url.as_str()).send().await?;
-        let _ = response.bytes().await?;
-        if i >= calls / 10 {
-            samples.push(started.elapsed());
-        }
-    }
-    let total: Duration = samples.iter().sum();
-    Ok(Measured {
-        name: "HTTP floor: GET /health",
-        calls_per_s: samples.len() as f64 / total.as_secs_f64(),
-        samples,
-    })
-}
-
 async fn http_parallel(
-    client: &reqwest::Client,
-    url: &Arc<String>,
+    addr: std::net::SocketAddr,
     body: &'static str,
     args: &BenchArgs,
 ) -> anyhow::Result<Measured> {
@@ -198,16 +166,12 @@ async fn http_parallel(
     let started = Instant::now();
     let mut clients = Vec::new();
     for _ in 0..args.concurrency {
-        let client = client.clone();
-        let url = Arc::clone(url);
         clients.push(tokio::spawn(async move {
+            let mut client = RawClient::connect(addr).await?;
             let mut samples = Vec::with_capacity(per_client);
             for _ in 0..per_client {
                 let t = Instant::now();
-                let response = client.post(url.as_str()).body(body).send().await?;
-                let ok = response.status().is_success();
-                let _ = response.bytes().await?;
-                if !ok {
+                if !client.request("POST", "/python/call", body).await? {
                     bail!("HTTP call failed");
                 }
                 samples.push(t.elapsed());
@@ -223,6 +187,81 @@ async fn http_parallel(
     Ok(Measured {
         name: "HTTP, concurrent clients",
         calls_per_s: samples.len() as f64 / wall.as_secs_f64(),
+        samples,
+    })
+}
+
+/// One keep-alive HTTP/1 connection driven by hyper directly: the leanest client, so the
+/// table shows the server's cost rather than a client pool's.
+struct RawClient {
+    send: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    host: String,
+    _conn: tokio::task::JoinHandle<()>,
+}
+
+impl RawClient {
+    async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        let conn = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Self {
+            send,
+            host: addr.to_string(),
+            _conn: conn,
+        })
+    }
+
+    /// Sends one request and reads the whole response; returns whether it was a 2xx.
+    async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &'static str,
+    ) -> anyhow::Result<bool> {
+        use http_body_util::BodyExt as _;
+        self.send.ready().await?;
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.host.as_str())
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                body.as_bytes(),
+            )))?;
+        let response = self.send.send_request(request).await?;
+        let ok = response.status().is_success();
+        let _ = response.into_body().collect().await?;
+        Ok(ok)
+    }
+}
+
+/// Sequential calls over one raw connection.
+async fn raw_sequential(
+    name: &'static str,
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &'static str,
+    calls: usize,
+) -> anyhow::Result<Measured> {
+    let mut client = RawClient::connect(addr).await?;
+    let mut samples = Vec::with_capacity(calls);
+    for i in 0..calls / 10 + calls {
+        let started = Instant::now();
+        if !client.request(method, path, body).await? {
+            bail!("{name}: request failed");
+        }
+        if i >= calls / 10 {
+            samples.push(started.elapsed());
+        }
+    }
+    let total: Duration = samples.iter().sum();
+    Ok(Measured {
+        name,
+        calls_per_s: samples.len() as f64 / total.as_secs_f64(),
         samples,
     })
 }

@@ -250,3 +250,23 @@ async fn broken_scripts_fail_to_load_cleanly() {
     // the alias is free again
     server.load("my_calc", "b").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_hangs_up_mid_call_does_not_break_the_tool() {
+    let server = TestServer::start().await;
+    server.load("limits_fixture", "f").await;
+    assert_eq!(server.call_ok("f", "bump", json!([])).await["result"], 1);
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(200))
+        .build()
+        .expect("client");
+    let gave_up = impatient
+        .post(format!("{}/python/call", server.base))
+        .json(&json!({"alias": "f", "function_name": "sleep", "args": [1.0]}))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client should have timed out");
+    // the abandoned call is finished first; the instance and its state survive
+    assert_eq!(server.call_ok("f", "bump", json!([])).await["result"], 2);
+    assert_eq!(server.call_ok("f", "bump", json!([])).await["result"], 3);
+}
