@@ -325,6 +325,11 @@ pub fn registry_error(err: RegistryError) -> ApiError {
             format!("the server already has its maximum of {max} tools loaded"),
         ),
         RegistryError::Busy => ApiError::busy(),
+        RegistryError::Unloaded => ApiError::new(
+            StatusCode::CONFLICT,
+            "tool_unloaded",
+            "the tool was unloaded before the call ran",
+        ),
         RegistryError::LoadFailed(error) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "load_failed",

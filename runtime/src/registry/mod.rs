@@ -1,10 +1,9 @@
 //! Loaded tools: alias -> one persistent sandboxed instance behind a bounded queue.
 //!
-//! Each tool's instance sits behind a fair async lock with a bounded number of waiters, so
-//! calls to one alias are serialised and calls to different aliases run in parallel. When a
-//! call faults (fuel, deadline, output cap, a trap) it is answered at once, the instance is
-//! dropped and a fresh one is started from the snapshot; the answer says the tool's state was
-//! reset.
+//! Each tool has an actor task that owns its instance and takes jobs one at a time, so calls
+//! to one alias are serialised and calls to different aliases run in parallel. When a call
+//! faults (fuel, deadline, output cap, a trap) the actor answers, drops the instance and
+//! spawns a fresh one from the snapshot; the answer says the tool's state was reset.
 //!
 //! An in-flight call holds an `Arc<Tool>`, so unloading a tool lets calls already accepted
 //! finish (each is bounded by its deadline) before the instance goes.
@@ -17,7 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
-use tokio::sync::{Mutex as AsyncMutex, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use crate::protocol::GuestError;
 use crate::sandbox::{
@@ -42,6 +42,8 @@ pub enum RegistryError {
     TooManyTools(usize),
     #[error("the tool's queue is full")]
     Busy,
+    #[error("the tool was unloaded while the call waited")]
+    Unloaded,
     #[error("the tool script failed to import")]
     LoadFailed(GuestError),
     #[error("the tool could not start: {0}")]
@@ -128,7 +130,7 @@ impl Registry {
         }
         let reservation = self.reserve(alias)?;
         let instance = self.sandbox.spawn(script_name, &limits).await?;
-        let tool = Arc::new(Tool::new(
+        let tool = Arc::new(Tool::start(
             self.sandbox.clone(),
             alias,
             script_name,
@@ -181,8 +183,9 @@ impl Registry {
     /// fails, the old instance stays.
     pub async fn reload(&self, alias: &str) -> Result<ToolInfo, RegistryError> {
         let tool = self.get(alias)?;
-        let _permit = tool.admit()?;
-        tool.reload().await?;
+        let (reply, answer) = oneshot::channel();
+        tool.submit(Job::Reload { reply })?;
+        answer.await.map_err(|_| RegistryError::Unloaded)??;
         Ok(tool.info())
     }
 
@@ -196,8 +199,14 @@ impl Registry {
     ) -> Result<CallReport, RegistryError> {
         check_function(function)?;
         let tool = self.get(alias)?;
-        let _permit = tool.admit()?;
-        Ok(tool.call(function, &args, &kwargs).await)
+        let (reply, answer) = oneshot::channel();
+        tool.submit(Job::Call {
+            function: function.to_owned(),
+            args,
+            kwargs,
+            reply,
+        })?;
+        answer.await.map_err(|_| RegistryError::Unloaded)
     }
 
     /// Loaded tools, by alias.
@@ -244,31 +253,42 @@ impl Drop for Reservation<'_> {
     }
 }
 
+enum Job {
+    Call {
+        function: String,
+        args: Box<RawValue>,
+        kwargs: Box<RawValue>,
+        reply: oneshot::Sender<CallReport>,
+    },
+    Reload {
+        reply: oneshot::Sender<Result<(), RegistryError>>,
+    },
+}
+
 #[derive(Default)]
 struct Stats {
     calls: AtomicU64,
     resets: AtomicU64,
 }
 
-/// One loaded tool: its instance behind a fair lock, and the queue bound.
-///
-/// The task making a call (the HTTP handler) takes a queue permit without waiting (none left:
-/// `Busy`), then the lock in arrival order, and polls the guest inline: no hand-off to another
-/// task, so a warm call costs no wake-up. If that task is dropped mid-call, the next holder
-/// of the lock first lets the abandoned call finish ([`Instance::settle`]).
+/// One loaded tool: its actor and queue.
 struct Tool {
     alias: String,
     script_name: String,
     limits: Limits,
-    sandbox: Sandbox,
-    /// Permits for the running call plus `queue_depth` waiting ones.
-    queue: Arc<Semaphore>,
-    instance: AsyncMutex<Option<Instance>>,
-    stats: Stats,
+    queue: mpsc::Sender<Job>,
+    stats: Arc<Stats>,
+    actor: JoinHandle<()>,
+}
+
+impl Drop for Tool {
+    fn drop(&mut self) {
+        self.actor.abort();
+    }
 }
 
 impl Tool {
-    fn new(
+    fn start(
         sandbox: Sandbox,
         alias: &str,
         script_name: &str,
@@ -276,21 +296,31 @@ impl Tool {
         instance: Instance,
         queue_depth: usize,
     ) -> Self {
+        let (queue, jobs) = mpsc::channel(queue_depth);
+        let stats = Arc::new(Stats::default());
+        let actor = Actor {
+            sandbox,
+            script_name: script_name.to_owned(),
+            alias: alias.to_owned(),
+            limits,
+            instance: Some(instance),
+            stats: Arc::clone(&stats),
+        };
         Self {
             alias: alias.to_owned(),
             script_name: script_name.to_owned(),
             limits,
-            sandbox,
-            queue: Arc::new(Semaphore::new(queue_depth.saturating_add(1))),
-            instance: AsyncMutex::new(Some(instance)),
-            stats: Stats::default(),
+            queue,
+            stats,
+            actor: tokio::spawn(actor.run(jobs)),
         }
     }
 
-    fn admit(&self) -> Result<OwnedSemaphorePermit, RegistryError> {
-        Arc::clone(&self.queue)
-            .try_acquire_owned()
-            .map_err(|_| RegistryError::Busy)
+    fn submit(&self, job: Job) -> Result<(), RegistryError> {
+        self.queue.try_send(job).map_err(|err| match err {
+            mpsc::error::TrySendError::Full(_) => RegistryError::Busy,
+            mpsc::error::TrySendError::Closed(_) => RegistryError::Unloaded,
+        })
     }
 
     fn info(&self) -> ToolInfo {
@@ -302,49 +332,63 @@ impl Tool {
             resets: self.stats.resets.load(Ordering::Relaxed),
         }
     }
+}
 
-    async fn call(
-        self: &Arc<Self>,
-        function: &str,
-        args: &RawValue,
-        kwargs: &RawValue,
-    ) -> CallReport {
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let mut slot = self.instance.lock().await;
-        let mut state_reset = false;
-        let alive = match slot.as_mut() {
-            Some(instance) => instance.settle().await,
-            None => false,
-        };
-        if !alive {
-            // An abandoned call faulted, or the last respawn failed: start over now.
-            state_reset = true;
-            self.stats.resets.fetch_add(1, Ordering::Relaxed);
-            *slot = None;
-            match self.sandbox.spawn(&self.script_name, &self.limits).await {
-                Ok(instance) => *slot = Some(instance),
-                Err(err) => {
-                    return CallReport {
-                        outcome: Outcome::Faulted {
-                            fault: start_fault(&err),
-                            elapsed: std::time::Duration::ZERO,
-                        },
-                        state_reset,
-                    };
+struct Actor {
+    sandbox: Sandbox,
+    script_name: String,
+    alias: String,
+    limits: Limits,
+    instance: Option<Instance>,
+    stats: Arc<Stats>,
+}
+
+impl Actor {
+    async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        while let Some(job) = jobs.recv().await {
+            match job {
+                Job::Call {
+                    function,
+                    args,
+                    kwargs,
+                    reply,
+                } => {
+                    let report = self.call(&function, &args, &kwargs).await;
+                    let _ = reply.send(report);
+                    self.ensure_instance().await;
+                }
+                Job::Reload { reply } => {
+                    let _ = reply.send(self.reload().await);
                 }
             }
         }
-        let Some(instance) = slot.as_mut() else {
+    }
+
+    async fn call(&mut self, function: &str, args: &RawValue, kwargs: &RawValue) -> CallReport {
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let mut state_reset = false;
+        if self.instance.is_none() {
+            // The last respawn failed (the script changed on disk?): try once more.
+            state_reset = true;
+            if let Err(err) = self.respawn().await {
+                return CallReport {
+                    outcome: Outcome::Faulted {
+                        fault: start_fault(&err),
+                        elapsed: std::time::Duration::ZERO,
+                    },
+                    state_reset,
+                };
+            }
+        }
+        let Some(instance) = self.instance.as_mut() else {
             unreachable!("an instance was just ensured");
         };
         let outcome = instance.call(function, args, kwargs).await;
         if let Outcome::Faulted { fault, .. } = &outcome {
             tracing::info!(alias = %self.alias, %fault, "instance stopped; respawning from the snapshot");
-            *slot = None;
+            self.instance = None;
             self.stats.resets.fetch_add(1, Ordering::Relaxed);
             state_reset = true;
-            drop(slot);
-            self.respawn_in_background();
         }
         CallReport {
             outcome,
@@ -352,28 +396,25 @@ impl Tool {
         }
     }
 
-    /// Starts the replacement instance without holding up the faulted call's answer. The task
-    /// holds the lock, so the next call waits for it; it ends within the start deadline.
-    fn respawn_in_background(self: &Arc<Self>) {
-        let tool = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut slot = tool.instance.lock().await;
-            if slot.is_some() {
-                return;
-            }
-            match tool.sandbox.spawn(&tool.script_name, &tool.limits).await {
-                Ok(instance) => *slot = Some(instance),
-                Err(err) => {
-                    tracing::warn!(alias = %tool.alias, cause = %err, "respawn failed; will retry on the next call");
-                }
-            }
-        });
+    async fn ensure_instance(&mut self) {
+        if self.instance.as_ref().is_some_and(Instance::is_alive) {
+            return;
+        }
+        if let Err(err) = self.respawn().await {
+            tracing::warn!(alias = %self.alias, cause = %err, "respawn failed; will retry on the next call");
+        }
     }
 
-    async fn reload(&self) -> Result<(), RegistryError> {
-        let mut slot = self.instance.lock().await;
+    async fn respawn(&mut self) -> Result<(), SpawnError> {
+        self.instance = None;
+        let instance = self.sandbox.spawn(&self.script_name, &self.limits).await?;
+        self.instance = Some(instance);
+        Ok(())
+    }
+
+    async fn reload(&mut self) -> Result<(), RegistryError> {
         let fresh = self.sandbox.spawn(&self.script_name, &self.limits).await?;
-        *slot = Some(fresh);
+        self.instance = Some(fresh);
         self.stats.resets.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

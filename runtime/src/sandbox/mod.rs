@@ -164,7 +164,6 @@ impl Sandbox {
             to_guest,
             from_guest,
             guest: Some(guest),
-            in_flight: None,
             next_id: 1,
             limits: *limits,
         };
@@ -265,12 +264,6 @@ async fn run_guest(
     run.call_async(&mut store, ()).await
 }
 
-#[derive(Debug, Clone, Copy)]
-struct InFlight {
-    id: u64,
-    deadline: Instant,
-}
-
 enum Received {
     Frame(GuestFrame),
     Fault(Fault),
@@ -282,8 +275,6 @@ pub struct Instance {
     from_guest: mpsc::Receiver<GuestFrame>,
     /// `None` once the guest has ended or been stopped.
     guest: Option<GuestFuture>,
-    /// A call delivered but not yet answered (its caller may have been dropped).
-    in_flight: Option<InFlight>,
     next_id: u64,
     limits: Limits,
 }
@@ -333,38 +324,10 @@ impl Instance {
             let fault = self.stopped_with().await;
             return self.faulted(fault, started);
         }
-        self.in_flight = Some(InFlight { id, deadline });
-        let received = self.receive(deadline).await;
-        self.in_flight = None;
-        match received {
+        match self.receive(deadline).await {
             Received::Frame(frame) => self.answer(id, frame, started),
             Received::Fault(fault) => self.faulted(fault, started),
         }
-    }
-
-    /// Finishes a call whose caller went away mid-call (its future was dropped), discarding
-    /// the answer, so the next call starts on a guest that waits in the door. Returns whether
-    /// the instance is still alive; a call that faults while draining leaves it dead.
-    pub async fn settle(&mut self) -> bool {
-        if let Some(pending) = self.in_flight.take() {
-            match self.receive(pending.deadline).await {
-                Received::Frame(frame) => {
-                    if !self.answers(&frame, pending.id) {
-                        self.stop();
-                    }
-                }
-                Received::Fault(fault) => {
-                    tracing::info!(%fault, "an abandoned call ended the instance");
-                    self.stop();
-                }
-            }
-        }
-        self.is_alive()
-    }
-
-    fn answers(&self, frame: &GuestFrame, id: u64) -> bool {
-        serde_json::from_slice::<Response>(&frame.frame)
-            .is_ok_and(|r| r.v == protocol::PROTOCOL_VERSION && r.id == id)
     }
 
     fn faulted(&mut self, fault: Fault, started: Instant) -> Outcome {
