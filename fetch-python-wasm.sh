@@ -44,6 +44,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+command -v sha256sum >/dev/null 2>&1 || die 3 "sha256sum not found; install coreutils"
+
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
 
 # verify DIR: every unpacked file matches SHA256SUMS, SHA256SUMS matches its pin.
@@ -59,8 +61,20 @@ verify() {
     [ "$(sha256_of "$dir/$name")" = "$want" ] || { say "hash mismatch: $name"; return 1; }
   done < "$dir/SHA256SUMS"
   [ "$dir/lib/$STDLIB_NAME" -ef "$dir/python-stdlib.zip" ] || { say "lib/$STDLIB_NAME is not the verified zip"; return 1; }
+  # lib/ is mounted into every guest: it must hold the verified zip and nothing else.
+  [ "$(ls -A "$dir/lib")" = "$STDLIB_NAME" ] || { say "unexpected files in $dir/lib"; return 1; }
   return 0
 }
+
+parent="$(dirname "$dest")"
+if [ "$mode" = fetch ]; then
+  # One fetch at a time per destination (two servers starting on a fresh clone).
+  mkdir -p "$parent"
+  if command -v flock >/dev/null 2>&1; then
+    exec 9>"$parent/.fetch.lock"
+    flock 9
+  fi
+fi
 
 if [ -d "$dest" ]; then
   say "verifying $dest ..."
@@ -74,8 +88,6 @@ fi
 command -v python3 >/dev/null 2>&1 || die 3 "python3 not found; install Python 3 with pip"
 python3 -m pip --version >/dev/null 2>&1 || die 3 "pip not found (python3 -m pip); install python3-pip"
 
-parent="$(dirname "$dest")"
-mkdir -p "$parent"
 work="$(mktemp -d "$parent/.fetch.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
@@ -117,7 +129,7 @@ say "[4/4] verifying every file against SHA256SUMS ..."
 verify "$work/out" || die 5 "unpacked artifacts fail verification"
 
 if [ -d "$dest" ]; then
-  mv "$dest" "$work/old"
+  mv -T "$dest" "$work/old"
 fi
-mv "$work/out" "$dest"
+mv -T "$work/out" "$dest"
 say "ok: artifacts in $dest"

@@ -32,8 +32,14 @@ the type; no value is ever turned into text with str().
 import io
 import json
 import math
+import re
 import sys
 import traceback
+
+# Integers of any size travel exactly (README "Conversion table"); fuel and the deadline bound
+# the cost of converting a huge one, so CPython's 4,300-digit guard is lifted.
+if hasattr(sys, "set_int_max_str_digits"):
+    sys.set_int_max_str_digits(0)
 
 PROTOCOL = 1
 MAX_DEPTH = 100
@@ -68,7 +74,8 @@ class CappedOutput(io.TextIOBase):
         if self.parts is None:
             self.parts = []
         if size > self.budget.left:
-            self.parts.append(text[: max(self.budget.left, 0)])
+            keep = text.encode("utf-8", "surrogatepass")[: max(self.budget.left, 0)]
+            self.parts.append(keep.decode("utf-8", "ignore"))
             self.budget.left = 0
             self.budget.exceeded = True
             raise OutputLimit("output limit reached")
@@ -149,7 +156,10 @@ def to_json(obj, depth=0, active=None):
 def error_frame(kind, exc=None, message=None, tb=None):
     err = {"kind": kind}
     if exc is not None:
-        err["type"] = type_name(exc)
+        try:
+            err["type"] = type_name(exc)
+        except BaseException:
+            err["type"] = "<unnamed exception>"
         try:
             err["message"] = str(exc)
         except BaseException:
@@ -183,7 +193,8 @@ class Driver:
         if not os.path.isfile(path):
             path = os.path.join(self.scripts_dir, self.module_name, "__init__.py")
         if self.scripts_dir not in sys.path:
-            sys.path.insert(0, self.scripts_dir)  # sibling helper modules import as usual
+            # Last, so a script can never shadow the stdlib or a bundled package.
+            sys.path.append(self.scripts_dir)  # sibling helper modules import as usual
         if self.module_name in sys.modules:
             return error_frame(
                 "load_failed",
@@ -212,7 +223,10 @@ class Driver:
         kwargs = request.get("kwargs") or {}
         if type(name) is not str or name.startswith("_") or not name.isidentifier():
             return error_frame("not_found", message="no public function named " + repr(name))
-        fn = getattr(self.module, name, None)
+        try:
+            fn = getattr(self.module, name, None)
+        except BaseException as exc:  # a module-level __getattr__ that raises
+            return error_frame("python_exception", exc, tb=exc.__traceback__)
         if fn is None or not callable(fn):
             return error_frame("not_found", message="no function named " + repr(name) + " in the tool")
         budget, out, err = self.budget, self.out, self.err
@@ -281,15 +295,55 @@ _ENCODE = _make_encoder()
 _DECODE = _make_decoder()
 
 
+def _printable(text):
+    """Text with lone surrogates escaped, so it is valid UTF-8."""
+    if type(text) is not str:
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _sanitized(frame):
+    """A frame that failed to encode as UTF-8: captured text and messages get their lone
+    surrogates escaped; if the result still holds one, it is refused."""
+    for key in ("stdout", "stderr"):
+        frame[key] = _printable(frame.get(key, ""))
+    error = frame.get("error")
+    if error:
+        for key in ("type", "message", "traceback"):
+            if key in error:
+                error[key] = _printable(error[key])
+    try:
+        _ENCODE(frame).encode("utf-8")
+    except UnicodeEncodeError:
+        frame.pop("result", None)
+        frame["ok"] = False
+        frame["error"] = {"kind": "unserializable_result",
+                          "message": "result is not JSON-representable: str with a lone surrogate"}
+    return frame
+
+
 def encode(frame, rid):
     frame["v"] = PROTOCOL
     frame["id"] = rid
     try:
-        return _ENCODE(frame).encode("utf-8", "surrogatepass")
+        try:
+            return _ENCODE(frame).encode("utf-8")
+        except UnicodeEncodeError:
+            return _ENCODE(_sanitized(frame)).encode("utf-8")
     except BaseException as exc:  # belt and braces: to_json already vetted the result
         bad = error_frame("unserializable_result", message="result could not be encoded: " + type_name(exc))
         bad["v"], bad["id"] = PROTOCOL, rid
         return json.dumps(bad).encode()
+
+
+_ID = re.compile(rb'^\{"v":\d+,"id":(\d{1,20}),')
+
+
+def _request_id(raw):
+    """The request's id, read from the frame's fixed prefix (the host writes `v` then `id`),
+    so even a request the JSON parser refuses is answered under the right id."""
+    match = _ID.match(raw[:64])
+    return int(match.group(1)) if match else 0
 
 
 def door_transport():
@@ -326,11 +380,16 @@ def main(argv):
     rid = 0
     frame = driver.load()
     while True:
-        raw = exchange(encode(frame, rid))
-        rid = 0
+        try:
+            raw = exchange(encode(frame, rid))
+        except SystemExit:  # the pipe transport's end of input
+            raise
+        except BaseException as exc:  # the door failed (memory full?): answer, the host decides
+            frame = error_frame("bad_request", message="the door failed: " + type_name(exc))
+            continue
+        rid = _request_id(raw)
         try:
             request = _DECODE(raw)
-            rid = request.get("id", 0)
             if request.get("v") != PROTOCOL:
                 frame = error_frame("bad_request", message="unsupported protocol version")
                 continue

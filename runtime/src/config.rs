@@ -116,6 +116,9 @@ impl Config {
         if self.start.fuel == 0 || self.start.deadline_ms == 0 {
             bail!("config [start]: fuel and deadline_ms must be above 0");
         }
+        if self.start.deadline_ms > crate::sandbox::limits::MAX_DEADLINE_MS {
+            bail!("config [start]: deadline_ms may be at most one day");
+        }
         if self.max_tools == 0 || self.queue_depth == 0 {
             bail!("config: max_tools and queue_depth must be above 0");
         }
@@ -156,9 +159,14 @@ mod tests {
     }
 
     #[test]
-    fn zero_limits_are_refused() {
+    fn zero_and_huge_limits_are_refused() {
         let mut config = Config::default();
         config.limits.deadline_ms = 0;
+        assert!(config.validate().is_err());
+        config.limits.deadline_ms = u64::MAX;
+        assert!(config.validate().is_err());
+        let mut config = Config::default();
+        config.start.deadline_ms = u64::MAX;
         assert!(config.validate().is_err());
     }
 }

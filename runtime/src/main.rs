@@ -116,7 +116,28 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {addr}"))?;
     tracing::info!(addr = %listener.local_addr()?, scripts = %config.scripts_dir.display(), "scriptbox listening");
-    server.run(listener, shutdown_signal()).await
+    // Graceful shutdown waits for in-flight requests; a connection that never finishes (a
+    // slow client) must not hold the process forever, so the wait is bounded.
+    let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
+    let signal = {
+        let stopping = std::sync::Arc::clone(&stopping);
+        async move {
+            shutdown_signal().await;
+            stopping.notify_one();
+        }
+    };
+    let grace = std::time::Duration::from_millis(config.limits.deadline_ms)
+        + std::time::Duration::from_secs(5);
+    tokio::select! {
+        served = server.run(listener, signal) => served,
+        () = async {
+            stopping.notified().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace_s = grace.as_secs(), "requests still open after the grace period; exiting");
+            Ok(())
+        }
+    }
 }
 
 #[tokio::main]

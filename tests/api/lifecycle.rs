@@ -270,3 +270,89 @@ async fn a_caller_that_hangs_up_mid_call_does_not_break_the_tool() {
     assert_eq!(server.call_ok("f", "bump", json!([])).await["result"], 2);
     assert_eq!(server.call_ok("f", "bump", json!([])).await["result"], 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awkward_values_never_crash_the_tool() {
+    let server = TestServer::start().await;
+    server.load("hostile", "h").await;
+    // integers beyond CPython's 4,300-digit guard still travel exactly
+    let digits = "7".repeat(5000);
+    let response = server
+        .client
+        .post(format!("{}/python/call", server.base))
+        .body(format!(
+            r#"{{"alias": "h", "function_name": "echo", "args": [{digits}]}}"#
+        ))
+        .send()
+        .await
+        .expect("call");
+    let text = response.text().await.expect("text");
+    assert!(
+        text.contains(&format!(r#""result":{digits}"#)),
+        "{}",
+        &text[..200.min(text.len())]
+    );
+    // a lone surrogate cannot be UTF-8: refused as a result, escaped in output
+    let response = server
+        .client
+        .post(format!("{}/python/call", server.base))
+        .body(r#"{"alias": "h", "function_name": "echo", "args": ["\ud800"]}"#)
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(code(&body), "unserializable_result", "{body}");
+    assert_eq!(body["error"]["details"]["state_reset"], false);
+    let response = server
+        .client
+        .post(format!("{}/python/call", server.base))
+        .body(r#"{"alias": "h", "function_name": "shout", "args": ["a\udc80b"]}"#)
+        .send()
+        .await
+        .expect("call");
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["data"]["stdout"], "a\\udc80b\n", "{body}");
+    // a module __getattr__ that raises is the tool's exception, not a server error
+    let (status, body) = server.call("h", "lazy", json!([]), json!({})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["details"]["type"], "KeyError");
+    assert_eq!(server.call_ok("h", "echo", json!([1])).await["result"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_enforces_the_output_cap_even_if_the_driver_is_tampered_with() {
+    let server = TestServer::start().await;
+    server
+        .load_limited("hostile", "h", json!({"output_bytes": 1000}))
+        .await;
+    // the first call lifts the driver's budget for later calls; the second prints past the cap
+    server.call_ok("h", "cheat_output", json!([10])).await;
+    let (status, body) = server
+        .call("h", "cheat_output", json!([5000]), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(code(&body), "output_limit");
+    assert_eq!(body["error"]["details"]["state_reset"], true);
+    assert_eq!(server.call_ok("h", "echo", json!([2])).await["result"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unload_stops_a_running_call() {
+    let server = std::sync::Arc::new(TestServer::start().await);
+    server.load("limits_fixture", "f").await;
+    let call = tokio::spawn({
+        let server = std::sync::Arc::clone(&server);
+        async move { server.call("f", "sleep", json!([5.0]), json!({})).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (status, _) = server.post("/python/unload", json!({"alias": "f"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let started = std::time::Instant::now();
+    let (status, body) = call.await.expect("join");
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(code(&body), "tool_unloaded");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    // the alias is free for a new load
+    server.load("my_calc", "f").await;
+}

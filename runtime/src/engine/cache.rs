@@ -87,13 +87,37 @@ fn read_wasm(wasm: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Creates the cache folder 0700, or checks that an existing one is ours and closed to
+/// others: whoever can write there could plant native code that we would run.
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .with_context(|| format!("creating the module cache {}", dir.display()))
+        .with_context(|| format!("creating the module cache {}", dir.display()))?;
+    let meta = fs::symlink_metadata(dir)
+        .with_context(|| format!("checking the module cache {}", dir.display()))?;
+    if !meta.is_dir() || meta.uid() != rustix::process::geteuid().as_raw() {
+        bail!(
+            "the module cache {} is not a folder owned by this user; refusing to load native code from it",
+            dir.display()
+        );
+    }
+    if meta.mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).with_context(|| {
+            format!("closing the module cache {} to other users", dir.display())
+        })?;
+    }
+    Ok(())
+}
+
+/// Whether a cache file is a regular file owned by this user (not a link, not planted).
+fn owned_regular_file(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path).is_ok_and(|m| {
+        m.is_file() && m.uid() == rustix::process::geteuid().as_raw() && m.mode() & 0o022 == 0
+    })
 }
 
 fn blake3_file(path: &Path) -> std::io::Result<String> {
@@ -108,6 +132,13 @@ pub fn load_verified(
     engine: &wasmtime::Engine,
     entry: &CacheEntry,
 ) -> anyhow::Result<Option<wasmtime::Module>> {
+    if !owned_regular_file(&entry.artifact) || !owned_regular_file(&entry.digest) {
+        if entry.artifact.exists() || entry.digest.exists() {
+            tracing::warn!("compiled-module cache entry is not a private file of ours; rebuilding");
+            remove_entry(entry);
+        }
+        return Ok(None);
+    }
     let Ok(stored) = fs::read_to_string(&entry.digest) else {
         return Ok(None);
     };
@@ -129,8 +160,9 @@ pub fn load_verified(
         return Ok(None);
     }
     // SAFETY: the artifact was written by `compile_and_store` in a folder only this user can
-    // write (0700), under a key that includes the wasmtime version and engine settings, and its
-    // bytes were just checked against the SHA-256 recorded when it was written. wasmtime also
+    // write (checked 0700 and ours), is a regular file owned by this user, sits under a key
+    // that includes the wasmtime version and engine settings, and its bytes were just checked
+    // against the BLAKE3 hash recorded when it was written. wasmtime also
     // checks the artifact's header against this engine's configuration. The window between the
     // check and the mapping only matters to someone who can already write our private cache.
     #[expect(unsafe_code, reason = "deserialising a verified compiled module")]
@@ -201,10 +233,11 @@ fn store(entry: &CacheEntry, compiled: &[u8]) -> std::io::Result<()> {
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let _ = fs::remove_file(&tmp); // a leftover of a crashed run with our pid
+    // create_new: O_EXCL, so a planted file or link at the temporary name is never followed.
     let mut file = fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)?;
     file.write_all(bytes)?;

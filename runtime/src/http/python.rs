@@ -215,6 +215,15 @@ fn call_result(
     }
 }
 
+/// Guest text bound for the log: at most 256 bytes.
+fn clip(text: &str) -> String {
+    let mut end = text.len().min(256);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
 fn protocol_null() -> Box<RawValue> {
     RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable!("valid JSON"))
 }
@@ -244,9 +253,17 @@ fn guest_error(error: GuestError, alias: &str, function: &str) -> GuestApiError 
         GuestErrorKind::NotFound => ApiError::not_found(format!(
             "tool '{alias}' has no public function '{function}'"
         )),
-        GuestErrorKind::LoadFailed | GuestErrorKind::BadRequest => {
-            ApiError::internal(format!("driver refused a request: {}", error.message))
+        GuestErrorKind::BadRequest => {
+            ApiError::bad_request("the tool's interpreter could not read the request")
+                .with_cause(clip(&error.message))
         }
+        // A call answered as if the tool never loaded: the driver was tampered with.
+        GuestErrorKind::LoadFailed => ApiError::new(
+            unprocessable,
+            "guest_crashed",
+            "the tool's interpreter answered out of protocol",
+        )
+        .with_cause(clip(&error.message)),
     };
     GuestApiError { api, error }
 }
@@ -302,7 +319,7 @@ fn fault_error(fault: &Fault) -> ApiError {
             "the tool's interpreter stopped abnormally; the tool's state was reset",
         ),
     };
-    ApiError::new(unprocessable, code, message).with_cause(fault)
+    ApiError::new(unprocessable, code, message).with_cause(clip(&fault.to_string()))
 }
 
 /// Maps registry failures to client errors.

@@ -167,16 +167,21 @@ impl Registry {
         }
     }
 
-    /// Unloads a tool. Calls already accepted finish first.
+    /// Unloads a tool at once: its instance is dropped, and a call running or queued for it
+    /// is answered `tool_unloaded`. (Letting them finish would let unload/load cycles keep
+    /// more instances alive than `max_tools`.)
     pub fn unload(&self, alias: &str) -> Result<(), RegistryError> {
-        let mut slots = self.slots();
-        match slots.get(alias) {
-            Some(Slot::Ready(_)) => {
-                slots.remove(alias);
-                Ok(())
+        let removed = {
+            let mut slots = self.slots();
+            match slots.get(alias) {
+                Some(Slot::Ready(_)) => slots.remove(alias),
+                _ => return Err(RegistryError::NotFound),
             }
-            _ => Err(RegistryError::NotFound),
+        };
+        if let Some(Slot::Ready(tool)) = removed {
+            tool.close();
         }
+        Ok(())
     }
 
     /// Re-imports the tool's script in a fresh instance (picking up edits). If the new import
@@ -206,7 +211,7 @@ impl Registry {
             kwargs,
             reply,
         })?;
-        answer.await.map_err(|_| RegistryError::Unloaded)
+        answer.await.map_err(|_| RegistryError::Unloaded)?
     }
 
     /// Loaded tools, by alias.
@@ -258,7 +263,7 @@ enum Job {
         function: String,
         args: Box<RawValue>,
         kwargs: Box<RawValue>,
-        reply: oneshot::Sender<CallReport>,
+        reply: oneshot::Sender<Result<CallReport, RegistryError>>,
     },
     Reload {
         reply: oneshot::Sender<Result<(), RegistryError>>,
@@ -316,6 +321,11 @@ impl Tool {
         }
     }
 
+    /// Stops the actor now, dropping the instance and every queued job.
+    fn close(&self) {
+        self.actor.abort();
+    }
+
     fn submit(&self, job: Job) -> Result<(), RegistryError> {
         self.queue.try_send(job).map_err(|err| match err {
             mpsc::error::TrySendError::Full(_) => RegistryError::Busy,
@@ -353,9 +363,15 @@ impl Actor {
                     kwargs,
                     reply,
                 } => {
-                    let report = self.call(&function, &args, &kwargs).await;
-                    let _ = reply.send(report);
-                    self.ensure_instance().await;
+                    let result = self.call(&function, &args, &kwargs).await;
+                    let faulted =
+                        matches!(&result, Ok(r) if matches!(r.outcome, Outcome::Faulted { .. }));
+                    let _ = reply.send(result);
+                    if faulted {
+                        // Replace the instance now, so the next call finds a warm one. (After
+                        // a failed respawn nothing is retried until the next call.)
+                        self.ensure_instance().await;
+                    }
                 }
                 Job::Reload { reply } => {
                     let _ = reply.send(self.reload().await);
@@ -364,21 +380,19 @@ impl Actor {
         }
     }
 
-    async fn call(&mut self, function: &str, args: &RawValue, kwargs: &RawValue) -> CallReport {
+    async fn call(
+        &mut self,
+        function: &str,
+        args: &RawValue,
+        kwargs: &RawValue,
+    ) -> Result<CallReport, RegistryError> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let mut state_reset = false;
         if self.instance.is_none() {
-            // The last respawn failed (the script changed on disk?): try once more.
+            // The last respawn failed (the script changed on disk?): try once more, and say
+            // why it fails if it still does (`load_failed`, or the start budget's fault).
             state_reset = true;
-            if let Err(err) = self.respawn().await {
-                return CallReport {
-                    outcome: Outcome::Faulted {
-                        fault: start_fault(&err),
-                        elapsed: std::time::Duration::ZERO,
-                    },
-                    state_reset,
-                };
-            }
+            self.respawn().await?;
         }
         let Some(instance) = self.instance.as_mut() else {
             unreachable!("an instance was just ensured");
@@ -390,10 +404,10 @@ impl Actor {
             self.stats.resets.fetch_add(1, Ordering::Relaxed);
             state_reset = true;
         }
-        CallReport {
+        Ok(CallReport {
             outcome,
             state_reset,
-        }
+        })
     }
 
     async fn ensure_instance(&mut self) {
@@ -417,15 +431,5 @@ impl Actor {
         self.instance = Some(fresh);
         self.stats.resets.fetch_add(1, Ordering::Relaxed);
         Ok(())
-    }
-}
-
-fn start_fault(err: &SpawnError) -> Fault {
-    match err {
-        SpawnError::Faulted(fault) => fault.clone(),
-        SpawnError::LoadFailed(error) => {
-            Fault::Trapped(format!("the tool no longer imports: {}", error.message))
-        }
-        SpawnError::Host(_) => Fault::Trapped("the instance could not be created".into()),
     }
 }

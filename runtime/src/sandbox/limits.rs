@@ -54,6 +54,11 @@ pub enum LimitError {
 pub const MIN_FUEL: u64 = 1_000;
 pub const MIN_DEADLINE_MS: u64 = 1;
 pub const MIN_MEMORY_BYTES: u64 = 64 << 20;
+/// The largest values a configuration may set: a day of wall clock (beyond it `Instant`
+/// arithmetic is no longer obviously safe), wasm32's 4 GiB address space, 256 MiB of output.
+pub const MAX_DEADLINE_MS: u64 = 24 * 3600 * 1000;
+pub const MAX_MEMORY_BYTES: u64 = 4 << 30;
+pub const MAX_OUTPUT_BYTES: u64 = 256 << 20;
 
 impl Limits {
     pub fn deadline(&self) -> Duration {
@@ -82,7 +87,15 @@ impl Limits {
 
     /// Checks that configured values are usable.
     pub fn validate(&self) -> Result<(), LimitError> {
-        self.lowered(&LimitOverrides::default())?;
+        for (name, value, max) in [
+            ("deadline_ms", self.deadline_ms, MAX_DEADLINE_MS),
+            ("memory_bytes", self.memory_bytes, MAX_MEMORY_BYTES),
+            ("output_bytes", self.output_bytes, MAX_OUTPUT_BYTES),
+        ] {
+            if value > max {
+                return Err(LimitError::AboveMaximum { name, max });
+            }
+        }
         for (name, value, min) in [
             ("fuel", self.fuel, MIN_FUEL),
             ("deadline_ms", self.deadline_ms, MIN_DEADLINE_MS),

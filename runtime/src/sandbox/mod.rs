@@ -347,6 +347,12 @@ impl Instance {
         if response.v != protocol::PROTOCOL_VERSION || response.id != id {
             return self.faulted(Fault::Protocol("frame for another request".into()), started);
         }
+        // The driver enforces the output cap, but it shares its interpreter with the tool:
+        // the host checks again and treats a frame past the cap as tampering.
+        let output = response.stdout.len().saturating_add(response.stderr.len());
+        if output as u64 > self.limits.output_bytes {
+            return self.faulted(Fault::OutputLimit, started);
+        }
         let error = match (response.ok, response.error) {
             (true, _) => None,
             (false, Some(error)) => Some(error),
@@ -376,6 +382,11 @@ impl Instance {
         let response: Response = serde_json::from_slice(frame).map_err(|err| {
             SpawnError::Faulted(Fault::Protocol(format!("bad ready frame: {err}")))
         })?;
+        if response.v != protocol::PROTOCOL_VERSION || response.id != 0 {
+            return Err(SpawnError::Faulted(Fault::Protocol(
+                "bad ready frame".into(),
+            )));
+        }
         match (response.ok, response.error) {
             (true, _) => Ok(()),
             (false, Some(error)) => Err(SpawnError::LoadFailed(error)),
