@@ -32,7 +32,6 @@ the type; no value is ever turned into text with str().
 import io
 import json
 import math
-import re
 import sys
 import traceback
 
@@ -336,14 +335,18 @@ def encode(frame, rid):
         return json.dumps(bad).encode()
 
 
-_ID = re.compile(rb'^\{"v":\d+,"id":(\d{1,20}),')
+_ID_PREFIX = b'{"v":%d,"id":' % PROTOCOL
 
 
 def _request_id(raw):
     """The request's id, read from the frame's fixed prefix (the host writes `v` then `id`),
-    so even a request the JSON parser refuses is answered under the right id."""
-    match = _ID.match(raw[:64])
-    return int(match.group(1)) if match else 0
+    so even a request the JSON parser refuses is answered under the right id. Plain byte
+    operations: a regular expression costs noticeably more fuel per call."""
+    if not raw.startswith(_ID_PREFIX):
+        return 0
+    end = raw.find(b",", len(_ID_PREFIX), len(_ID_PREFIX) + 21)
+    digits = raw[len(_ID_PREFIX) : end]
+    return int(digits) if end > 0 and digits.isdigit() else 0
 
 
 def door_transport():
@@ -387,9 +390,9 @@ def main(argv):
         except BaseException as exc:  # the door failed (memory full?): answer, the host decides
             frame = error_frame("bad_request", message="the door failed: " + type_name(exc))
             continue
-        rid = _request_id(raw)
         try:
             request = _DECODE(raw)
+            rid = request.get("id", 0)
             if request.get("v") != PROTOCOL:
                 frame = error_frame("bad_request", message="unsupported protocol version")
                 continue
@@ -397,6 +400,7 @@ def main(argv):
                 "load_failed", message="the tool script did not load"
             )
         except BaseException as exc:  # a malformed frame never ends the loop
+            rid = _request_id(raw)
             frame = error_frame("bad_request", message="malformed request: " + type_name(exc))
 
 
