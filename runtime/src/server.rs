@@ -2,7 +2,6 @@
 //! serves a bound listener until the shutdown future resolves.
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -88,9 +87,4 @@ pub async fn load_engine(config: &Config) -> anyhow::Result<Engine> {
     })
     .await
     .context("loading the engine")?
-}
-
-/// Whether a path looks like a usable artifacts folder.
-pub fn artifacts_present(dir: &Path) -> bool {
-    artifacts::present(dir)
 }

@@ -280,10 +280,6 @@ pub struct Instance {
 }
 
 impl Instance {
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
     /// Whether the guest can still take calls.
     pub fn is_alive(&self) -> bool {
         self.guest.is_some()
