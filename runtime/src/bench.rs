@@ -9,7 +9,7 @@
 //! Numbers, not assertions: the README records a run and the ratios.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -267,7 +267,7 @@ async fn raw_sequential(
 }
 
 /// The reference: the same driver under native CPython, length-prefixed frames over pipes.
-fn native(args: &BenchArgs, driver: &Path, scripts: &PathBuf) -> anyhow::Result<Measured> {
+fn native(args: &BenchArgs, driver: &Path, scripts: &Path) -> anyhow::Result<Measured> {
     let mut child = Command::new(&args.python)
         .arg(driver)
         .arg("my_calc")

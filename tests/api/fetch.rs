@@ -21,6 +21,13 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// The script failed with `code` and said `text`.
+fn assert_fails(output: &Output, code: i32, text: &str) {
+    let said = stderr(output);
+    assert_eq!(output.status.code(), Some(code), "{said}");
+    assert!(said.contains(text), "expected {text:?} in: {said}");
+}
+
 #[test]
 fn check_passes_on_the_fetched_artifacts() {
     let _ = scriptbox_tests::engine(); // makes sure they were fetched
@@ -35,8 +42,7 @@ fn check_without_artifacts_fails_clearly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dest = dir.path().join("none");
     let output = fetch(&["--check", "--dest", dest.to_str().expect("utf-8")], &[]);
-    assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
-    assert!(stderr(&output).contains("no artifacts"));
+    assert_fails(&output, 6, "no artifacts");
 }
 
 #[test]
@@ -50,12 +56,7 @@ fn a_tampered_tree_is_a_hash_mismatch() {
     sums.push_str("0000  extra\n");
     std::fs::write(dest.join("SHA256SUMS"), sums).expect("write");
     let output = fetch(&["--check", "--dest", dest.to_str().expect("utf-8")], &[]);
-    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("does not match its pinned hash"),
-        "{}",
-        stderr(&output)
-    );
+    assert_fails(&output, 5, "does not match its pinned hash");
 }
 
 #[test]
@@ -83,12 +84,7 @@ fn no_pip_is_reported() {
         &["--dest", dest.to_str().expect("utf-8")],
         &[("PATH", bin.to_str().expect("utf-8"))],
     );
-    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("python3 not found"),
-        "{}",
-        stderr(&output)
-    );
+    assert_fails(&output, 3, "python3 not found");
     assert!(!dest.exists(), "nothing half-written");
 }
 
@@ -106,12 +102,7 @@ fn no_network_is_reported() {
             ("PIP_TIMEOUT", "2"),
         ],
     );
-    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("could not download"),
-        "{}",
-        stderr(&output)
-    );
+    assert_fails(&output, 4, "could not download");
     assert!(!dest.exists(), "nothing half-written");
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .expect("list")

@@ -44,7 +44,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(CatchPanicLayer::custom(|_| {
-            ApiError::internal("handler panicked").into_response_any()
+            axum::response::IntoResponse::into_response(ApiError::internal("handler panicked"))
         }))
         .layer(TraceLayer::new_for_http())
         .layer(middleware::from_fn(envelope::request_id))
@@ -64,10 +64,4 @@ async fn wrong_method() -> ApiError {
         "method_not_allowed",
         "this route does not take that method",
     )
-}
-
-impl ApiError {
-    fn into_response_any(self) -> axum::response::Response {
-        axum::response::IntoResponse::into_response(self)
-    }
 }

@@ -185,7 +185,7 @@ fn call_result(
             fuel_used,
             elapsed,
         } => Ok(Success(CallData {
-            result: result.unwrap_or_else(protocol_null),
+            result: result.unwrap_or_else(protocol::null),
             stdout,
             stderr,
             fuel_used,
@@ -199,15 +199,18 @@ fn call_result(
             fuel_used,
             elapsed,
             ..
-        } => Err(guest_error(error, alias, function)
-            .with_details(json!({
+        } => Err(guest_error(
+            error,
+            alias,
+            function,
+            json!({
                 "stdout": stdout,
                 "stderr": stderr,
                 "fuel_used": fuel_used,
                 "elapsed_ms": millis(elapsed),
                 "state_reset": state_reset,
-            }))
-            .merge_details_from_guest()),
+            }),
+        )),
         Outcome::Faulted { fault, elapsed } => Err(fault_error(&fault).with_details(json!({
             "elapsed_ms": millis(elapsed),
             "state_reset": state_reset,
@@ -224,27 +227,35 @@ fn clip(text: &str) -> String {
     text[..end].to_owned()
 }
 
-fn protocol_null() -> Box<RawValue> {
-    RawValue::from_string("null".to_owned()).unwrap_or_else(|_| unreachable!("valid JSON"))
-}
-
-/// Errors the driver reported; the instance is still alive.
-fn guest_error(error: GuestError, alias: &str, function: &str) -> GuestApiError {
+/// Errors the driver reported; the instance is still alive. `details` (output, fuel, time)
+/// gain the exception's type, message and traceback: the tenant's own code's, returned to
+/// the tenant that called it.
+fn guest_error(
+    error: GuestError,
+    alias: &str,
+    function: &str,
+    mut details: serde_json::Value,
+) -> ApiError {
     let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
     let api = match error.kind {
-        GuestErrorKind::PythonException => ApiError::new(
-            unprocessable,
-            "python_exception",
-            format!(
-                "{function} raised {}",
-                error.exc_type.as_deref().unwrap_or("an exception")
-            ),
-        ),
-        GuestErrorKind::UnserializableResult => ApiError::new(
-            unprocessable,
-            "unserializable_result",
-            error.message.clone(),
-        ),
+        GuestErrorKind::PythonException => {
+            if let Some(map) = details.as_object_mut() {
+                map.insert("type".into(), json!(error.exc_type));
+                map.insert("message".into(), json!(error.message));
+                map.insert("traceback".into(), json!(error.traceback));
+            }
+            ApiError::new(
+                unprocessable,
+                "python_exception",
+                format!(
+                    "{function} raised {}",
+                    error.exc_type.as_deref().unwrap_or("an exception")
+                ),
+            )
+        }
+        GuestErrorKind::UnserializableResult => {
+            ApiError::new(unprocessable, "unserializable_result", error.message)
+        }
         GuestErrorKind::OutputLimit => ApiError::new(
             unprocessable,
             "output_limit",
@@ -265,33 +276,7 @@ fn guest_error(error: GuestError, alias: &str, function: &str) -> GuestApiError 
         )
         .with_cause(clip(&error.message)),
     };
-    GuestApiError { api, error }
-}
-
-/// An `ApiError` for a driver-reported failure, carrying the Python details to merge.
-struct GuestApiError {
-    api: ApiError,
-    error: GuestError,
-}
-
-impl GuestApiError {
-    fn with_details(mut self, details: serde_json::Value) -> Self {
-        self.api.details = details;
-        self
-    }
-
-    /// The exception's type, message and traceback are the tenant's own code's; they are
-    /// returned to the tenant that called it.
-    fn merge_details_from_guest(mut self) -> ApiError {
-        if self.error.kind == GuestErrorKind::PythonException
-            && let Some(map) = self.api.details.as_object_mut()
-        {
-            map.insert("type".into(), json!(self.error.exc_type));
-            map.insert("message".into(), json!(self.error.message));
-            map.insert("traceback".into(), json!(self.error.traceback));
-        }
-        self.api
-    }
+    api.with_details(details)
 }
 
 /// The instance stopped during the call; it has been replaced.

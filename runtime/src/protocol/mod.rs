@@ -71,11 +71,21 @@ pub enum GuestErrorKind {
     BadRequest,
 }
 
-/// The `null` used for absent args/kwargs.
-pub fn empty_array() -> Box<RawValue> {
-    RawValue::from_string("[]".to_owned()).unwrap_or_else(|_| unreachable!("valid JSON"))
+fn constant(json: &str) -> Box<RawValue> {
+    RawValue::from_string(json.to_owned()).unwrap_or_else(|_| unreachable!("valid JSON"))
 }
 
+/// `[]`, for absent args.
+pub fn empty_array() -> Box<RawValue> {
+    constant("[]")
+}
+
+/// `{}`, for absent kwargs.
 pub fn empty_object() -> Box<RawValue> {
-    RawValue::from_string("{}".to_owned()).unwrap_or_else(|_| unreachable!("valid JSON"))
+    constant("{}")
+}
+
+/// `null`, for a result the guest did not send.
+pub fn null() -> Box<RawValue> {
+    constant("null")
 }
