@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use reqwest::StatusCode;
-use scriptbox::config::{Config, SOURCE_ROOT};
+use scriptbox::config::{Config, Quotas, Role, SOURCE_ROOT, TenantConfig};
 use scriptbox::engine::Engine;
 use scriptbox::server::Server;
 use serde_json::{Value, json};
@@ -33,30 +33,63 @@ pub fn engine() -> Engine {
     engine
 }
 
-/// A running server and a client for it.
+/// A running server and a client for it (keyless, or with the key of [`TestServer::as_key`]).
 pub struct TestServer {
-    pub base: String,
-    pub client: reqwest::Client,
+    api: Api,
     pub scripts_dir: PathBuf,
+    pub data_dir: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
 }
 
-/// A config for tests: the example scripts plus the test fixtures, private folders.
-pub fn test_config(dir: &Path) -> Config {
-    let scripts = dir.join("scripts");
-    std::fs::create_dir_all(&scripts).expect("scripts dir");
+impl std::ops::Deref for TestServer {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+/// An HTTP client for one server, sending one API key (or none).
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub key: Option<String>,
+}
+
+/// A tenant for a test config: `id` with key `key`, its scripts in `scripts`.
+pub fn tenant(id: &str, key: &str, scripts: &Path, role: Role) -> TenantConfig {
+    TenantConfig {
+        id: id.to_owned(),
+        role,
+        api_key_sha256: vec![scriptbox::tenants::hash_key(key)],
+        scripts_dir: scripts.to_path_buf(),
+        quotas: Quotas::default(),
+        limits: None,
+        default_limits: Default::default(),
+    }
+}
+
+/// Copies the example scripts and the test fixtures into `dir`.
+pub fn copy_scripts(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("scripts dir");
     for source in ["scripts", "tests/scripts"] {
         let folder = Path::new(SOURCE_ROOT).join(source);
         for entry in std::fs::read_dir(&folder).expect("read scripts") {
             let path = entry.expect("entry").path();
             if path.extension().is_some_and(|e| e == "py") {
-                std::fs::copy(&path, scripts.join(path.file_name().expect("name")))
+                std::fs::copy(&path, dir.join(path.file_name().expect("name")))
                     .expect("copy script");
             }
         }
     }
+}
+
+/// A config for tests: the example scripts plus the test fixtures, private folders.
+pub fn test_config(dir: &Path) -> Config {
+    let scripts = dir.join("scripts");
+    copy_scripts(&scripts);
     Config {
         port: 0,
         scripts_dir: scripts,
@@ -73,9 +106,15 @@ impl TestServer {
 
     /// Starts a server after `adjust` has changed the test config.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_in(|config, _| adjust(config)).await
+    }
+
+    /// As [`TestServer::start_with`]; `adjust` also gets the server's private folder (for
+    /// tenants' scripts folders).
+    pub async fn start_in(adjust: impl FnOnce(&mut Config, &Path)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = test_config(dir.path());
-        adjust(&mut config);
+        adjust(&mut config, dir.path());
         let engine = tokio::task::spawn_blocking(engine).await.expect("engine");
         let server = Server::with_engine(&config, engine).expect("server");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -87,12 +126,45 @@ impl TestServer {
             let _ = rx.await;
         }));
         Self {
-            base,
-            client: reqwest::Client::new(),
+            api: Api {
+                base,
+                client: reqwest::Client::new(),
+                key: None,
+            },
             scripts_dir: config.scripts_dir.clone(),
+            data_dir: config.data_dir.clone(),
             shutdown: Some(tx),
             task: Some(task),
             _dir: dir,
+        }
+    }
+
+    /// A client for this server sending `key` in X-API-Key.
+    pub fn as_key(&self, key: &str) -> Api {
+        Api {
+            key: Some(key.to_owned()),
+            ..self.api.clone()
+        }
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("join").expect("server run");
+        }
+    }
+}
+
+impl Api {
+    /// A request with this client's key.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let builder = self.client.request(method, format!("{}{path}", self.base));
+        match &self.key {
+            Some(key) => builder.header("x-api-key", key),
+            None => builder,
         }
     }
 
@@ -103,8 +175,7 @@ impl TestServer {
         body: impl Into<reqwest::Body>,
     ) -> (StatusCode, Value) {
         let response = self
-            .client
-            .post(format!("{}{path}", self.base))
+            .request(reqwest::Method::POST, path)
             .body(body)
             .send()
             .await
@@ -114,8 +185,7 @@ impl TestServer {
 
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         let response = self
-            .client
-            .post(format!("{}{path}", self.base))
+            .request(reqwest::Method::POST, path)
             .json(&body)
             .send()
             .await
@@ -125,8 +195,7 @@ impl TestServer {
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         let response = self
-            .client
-            .get(format!("{}{path}", self.base))
+            .request(reqwest::Method::GET, path)
             .send()
             .await
             .expect("request");
@@ -169,16 +238,6 @@ impl TestServer {
         let (status, body) = self.call(alias, function, args, json!({})).await;
         assert_eq!(status, StatusCode::OK, "{alias}.{function}: {body}");
         body["data"].clone()
-    }
-
-    /// Stops the server gracefully and waits for it.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.expect("join").expect("server run");
-        }
     }
 }
 

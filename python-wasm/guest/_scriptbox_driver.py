@@ -152,6 +152,21 @@ def to_json(obj, depth=0, active=None):
     raise Unserializable(type_name(obj))
 
 
+# Frames from files under this prefix (the tool's scripts) are the only ones a traceback shows.
+SCRIPTS_PREFIX = "/scripts/"
+
+
+def tenant_traceback(exc, tb):
+    """The traceback as the tenant should see it: only frames of its own scripts (guest paths),
+    then the exception line. Driver and standard-library frames are left out, and so are
+    chained exceptions, which could carry them."""
+    frames = [f for f in traceback.extract_tb(tb) if f.filename.startswith(SCRIPTS_PREFIX)]
+    lines = ["Traceback (most recent call last):\n"] if frames else []
+    lines += traceback.format_list(frames)
+    lines += traceback.format_exception_only(type(exc), exc)
+    return "".join(lines)
+
+
 def error_frame(kind, exc=None, message=None, tb=None):
     err = {"kind": kind}
     if exc is not None:
@@ -165,7 +180,7 @@ def error_frame(kind, exc=None, message=None, tb=None):
             err["message"] = "<exception message could not be rendered>"
         if tb is not None:
             try:
-                err["traceback"] = "".join(traceback.format_exception(type(exc), exc, tb))
+                err["traceback"] = tenant_traceback(exc, tb)
             except BaseException:
                 err["traceback"] = ""
     if message is not None:
@@ -379,6 +394,8 @@ def main(argv):
 
     own_dir = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != own_dir]
+    global SCRIPTS_PREFIX
+    SCRIPTS_PREFIX = argv[2].rstrip("/") + "/"
     driver = Driver(argv[1], argv[2])
     rid = 0
     frame = driver.load()

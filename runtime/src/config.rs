@@ -8,9 +8,41 @@
 //! data_dir = "/var/lib/scriptbox"
 //! cache_dir = "/var/cache/scriptbox"
 //! artifacts_dir = "python-wasm/dist"
-//! max_tools = 64
+//! max_tools = 64               # loaded tools, all tenants together
+//! max_concurrent_calls = 128   # calls in flight, all tenants together (past it: 503)
 //! queue_depth = 32
 //! max_body_bytes = 1048576
+//!
+//! [http]
+//! header_read_timeout_ms = 10000
+//! body_read_timeout_ms = 30000
+//! max_header_bytes = 16384
+//! max_headers = 64
+//! max_connections = 1024
+//! max_connections_per_ip = 64
+//! auth_failures_per_minute = 10  # per client address; past it 429 for every key it sends
+//!
+//! [quotas]            # the keyless local tenant's quotas (when no [[tenants]] are declared);
+//! max_tools = 64      # without this table it may use the server's totals
+//!
+//! [[tenants]]         # with tenants declared, every request needs an X-API-Key
+//! id = "acme"
+//! role = "tenant"     # or "admin"
+//! api_key_sha256 = ["<64 hex digits: `scriptbox hash-key` prints them>"]
+//! scripts_dir = "/srv/acme/scripts"
+//! [tenants.quotas]
+//! max_tools = 8
+//! max_concurrent_calls = 8
+//! requests_per_second = 50
+//! burst = 100
+//! max_body_bytes = 262144
+//! scratch_bytes = 67108864
+//! scratch_files = 1000
+//! max_open_files = 64
+//! [tenants.limits]           # this tenant's maxima (each at most the server's [limits])
+//! fuel = 1000000000
+//! [tenants.default_limits]   # what a load gets when it asks for nothing
+//! deadline_ms = 2000
 //!
 //! [limits]            # defaults and maxima per call / instance; a load may lower them
 //! fuel = 2000000000
@@ -27,9 +59,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::sandbox::{Limits, StartLimits};
+use crate::sandbox::{LimitOverrides, Limits, StartLimits};
 
 /// The repository this binary was built from: the default home of the scripts, the fetched
 /// interpreter and the fetch script, so `cargo run -- serve` works from any folder.
@@ -55,8 +87,11 @@ pub struct Config {
     pub artifacts_dir: PathBuf,
     /// Fetch the interpreter with `fetch-python-wasm.sh` when it is missing.
     pub fetch_if_missing: bool,
-    /// How many tools may be loaded at once.
+    /// How many tools may be loaded at once, all tenants together.
     pub max_tools: usize,
+    /// Calls in flight (running or queued), all tenants together; past it calls get 503
+    /// `overloaded` while health and cheap requests are still answered.
+    pub max_concurrent_calls: usize,
     /// Calls waiting for one tool beyond the one running; past it calls get 503 `busy`.
     pub queue_depth: usize,
     /// Largest request body.
@@ -65,6 +100,135 @@ pub struct Config {
     pub limits: Limits,
     /// Budget to boot an instance and import its tool.
     pub start: StartLimits,
+    /// Connection-level limits.
+    pub http: HttpLimits,
+    /// The local tenant's quotas (used when no tenants are declared).
+    pub quotas: Quotas,
+    /// Tenants and their keys. None: one keyless local tenant, loopback only.
+    pub tenants: Vec<TenantConfig>,
+}
+
+/// Connection-level limits: what a client gets before any tenant is known.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpLimits {
+    /// A client must send its whole request head within this time (slow-header defence).
+    pub header_read_timeout_ms: u64,
+    /// A client must send its whole body within this time.
+    pub body_read_timeout_ms: u64,
+    /// Largest request head (request line and headers); past it 431.
+    pub max_header_bytes: usize,
+    /// Most headers in one request; past it 431.
+    pub max_headers: usize,
+    /// Open connections; past it new ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Open connections from one client address (an IPv6 /64 counts as one); past it new
+    /// ones from that address are closed at once.
+    pub max_connections_per_ip: usize,
+    /// Failed key checks per client address per minute; past it every key it sends is
+    /// refused with 429 until the minute is over.
+    pub auth_failures_per_minute: u32,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            max_header_bytes: 16 << 10,
+            max_headers: 64,
+            max_connections: 1024,
+            max_connections_per_ip: 64,
+            auth_failures_per_minute: 10,
+        }
+    }
+}
+
+/// What one tenant may consume. The server-wide `max_tools`, `max_concurrent_calls` and
+/// `max_body_bytes` still apply on top.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Quotas {
+    pub max_tools: usize,
+    /// Calls in flight (running or queued); past it 429 `too_many_calls`.
+    pub max_concurrent_calls: usize,
+    /// Sustained request rate; past it (and the burst) 429 `rate_limited`.
+    pub requests_per_second: u32,
+    pub burst: u32,
+    pub max_body_bytes: usize,
+    /// Disk bytes each tool's scratch folder (`/tmp` in the guest) may use; 0: no scratch.
+    pub scratch_bytes: u64,
+    /// Files and folders each tool's scratch folder may hold.
+    pub scratch_files: u64,
+    /// Files one instance may hold open at once.
+    pub max_open_files: u32,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            max_tools: 16,
+            max_concurrent_calls: 32,
+            requests_per_second: 1000,
+            burst: 2000,
+            max_body_bytes: 1 << 20,
+            scratch_bytes: 64 << 20,
+            scratch_files: 1000,
+            max_open_files: 64,
+        }
+    }
+}
+
+/// `admin` may use administrative routes; `tenant` only its own tools.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Tenant,
+}
+
+fn tenant_role() -> Role {
+    Role::Tenant
+}
+
+/// One declared tenant.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// 1-32 of `a-z 0-9 _ -`; it names folders and appears in logs.
+    pub id: String,
+    #[serde(default = "tenant_role")]
+    pub role: Role,
+    /// SHA-256 (hex) of each key the tenant may use; keys themselves are never stored.
+    pub api_key_sha256: Vec<String>,
+    /// The tenant's scripts, mounted read-only in its instances.
+    pub scripts_dir: PathBuf,
+    #[serde(default)]
+    pub quotas: Quotas,
+    /// This tenant's maxima; absent: the server's `[limits]`.
+    #[serde(default)]
+    pub limits: Option<Limits>,
+    /// What a load gets when it asks for nothing (each at most the maxima).
+    #[serde(default)]
+    pub default_limits: LimitOverrides,
+}
+
+/// The id of the keyless tenant served when none are declared.
+pub const LOCAL_TENANT: &str = "local";
+
+/// Checks a tenant id: 1-32 characters of `a-z 0-9 _ -`.
+pub fn valid_tenant_id(id: &str) -> bool {
+    (1..=32).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Parses a key hash: exactly 64 hex digits.
+pub fn parse_key_hash(hex_digest: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_digest.trim(), &mut out).ok()?;
+    Some(out)
 }
 
 impl Default for Config {
@@ -78,10 +242,19 @@ impl Default for Config {
             artifacts_dir: Path::new(SOURCE_ROOT).join("python-wasm/dist"),
             fetch_if_missing: true,
             max_tools: 64,
+            max_concurrent_calls: 128,
             queue_depth: 32,
             max_body_bytes: 1 << 20,
             limits: Limits::default(),
             start: StartLimits::default(),
+            http: HttpLimits::default(),
+            // the local tenant is alone: by default it may use the whole server
+            quotas: Quotas {
+                max_tools: 64,
+                max_concurrent_calls: 128,
+                ..Quotas::default()
+            },
+            tenants: Vec::new(),
         }
     }
 }
@@ -119,11 +292,91 @@ impl Config {
         if self.start.deadline_ms > crate::sandbox::limits::MAX_DEADLINE_MS {
             bail!("config [start]: deadline_ms may be at most one day");
         }
-        if self.max_tools == 0 || self.queue_depth == 0 {
-            bail!("config: max_tools and queue_depth must be above 0");
+        if self.max_tools == 0 || self.queue_depth == 0 || self.max_concurrent_calls == 0 {
+            bail!("config: max_tools, max_concurrent_calls and queue_depth must be above 0");
         }
         if self.max_body_bytes < 1024 {
             bail!("config: max_body_bytes must be at least 1024");
+        }
+        self.validate_http()?;
+        validate_quotas(&self.quotas).context("config [quotas]")?;
+        self.validate_tenants()?;
+        if self.tenants.is_empty() && !self.bind.is_loopback() {
+            bail!(
+                "config: refusing to serve {} without API keys: with no [[tenants]] declared \
+                 anyone who can reach the port could run code. Declare tenants with keys, or \
+                 bind a loopback address (127.0.0.1).",
+                self.bind
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_http(&self) -> anyhow::Result<()> {
+        let h = &self.http;
+        if h.header_read_timeout_ms == 0 || h.body_read_timeout_ms == 0 {
+            bail!("config [http]: timeouts must be above 0");
+        }
+        if !(8192..=1 << 20).contains(&h.max_header_bytes) {
+            bail!("config [http]: max_header_bytes must be between 8192 and 1048576");
+        }
+        if h.max_headers == 0
+            || h.max_connections == 0
+            || h.max_connections_per_ip == 0
+            || h.auth_failures_per_minute == 0
+        {
+            bail!(
+                "config [http]: max_headers, max_connections, max_connections_per_ip and \
+                 auth_failures_per_minute must be above 0"
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_tenants(&self) -> anyhow::Result<()> {
+        let mut ids = std::collections::HashSet::new();
+        let mut keys = std::collections::HashSet::new();
+        for tenant in &self.tenants {
+            let id = &tenant.id;
+            if !valid_tenant_id(id) {
+                bail!("config [[tenants]]: id {id:?} must be 1-32 characters of a-z, 0-9, _ and -");
+            }
+            if !ids.insert(id.as_str()) {
+                bail!("config [[tenants]]: id {id:?} is declared twice");
+            }
+            if tenant.api_key_sha256.is_empty() {
+                bail!("config tenant {id:?}: api_key_sha256 needs at least one key hash");
+            }
+            for hash in &tenant.api_key_sha256 {
+                let Some(digest) = parse_key_hash(hash) else {
+                    bail!(
+                        "config tenant {id:?}: api_key_sha256 entries must be 64 hex digits \
+                         (the SHA-256 of the key; `scriptbox hash-key` prints it)"
+                    );
+                };
+                if !keys.insert(digest) {
+                    bail!("config tenant {id:?}: a key hash is declared twice");
+                }
+            }
+            validate_quotas(&tenant.quotas)
+                .with_context(|| format!("config tenant {id:?} quotas"))?;
+            let maxima = tenant.limits.unwrap_or(self.limits);
+            maxima
+                .validate()
+                .with_context(|| format!("config tenant {id:?} limits"))?;
+            self.limits
+                .lowered(&LimitOverrides {
+                    fuel: Some(maxima.fuel),
+                    deadline_ms: Some(maxima.deadline_ms),
+                    memory_bytes: Some(maxima.memory_bytes),
+                    output_bytes: Some(maxima.output_bytes),
+                })
+                .with_context(|| {
+                    format!("config tenant {id:?} limits must be within the server's [limits]")
+                })?;
+            maxima
+                .lowered(&tenant.default_limits)
+                .with_context(|| format!("config tenant {id:?} default_limits"))?;
         }
         Ok(())
     }
@@ -137,6 +390,25 @@ impl Config {
     pub fn stdlib_dir(&self) -> PathBuf {
         self.artifacts_dir.join("lib")
     }
+}
+
+fn validate_quotas(q: &Quotas) -> anyhow::Result<()> {
+    if q.max_tools == 0 || q.max_concurrent_calls == 0 {
+        bail!("max_tools and max_concurrent_calls must be above 0");
+    }
+    if q.requests_per_second == 0 || q.burst == 0 {
+        bail!("requests_per_second and burst must be above 0");
+    }
+    if q.max_body_bytes < 1024 {
+        bail!("max_body_bytes must be at least 1024");
+    }
+    if q.scratch_bytes > 0 && q.scratch_files == 0 {
+        bail!("scratch_files must be above 0 when scratch_bytes is");
+    }
+    if !(16..=4096).contains(&q.max_open_files) {
+        bail!("max_open_files must be between 16 and 4096");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -168,5 +440,79 @@ mod tests {
         let mut config = Config::default();
         config.start.deadline_ms = u64::MAX;
         assert!(config.validate().is_err());
+    }
+
+    const TENANT: &str = r#"
+[[tenants]]
+id = "acme"
+api_key_sha256 = ["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]
+scripts_dir = "scripts"
+[tenants.quotas]
+max_tools = 2
+[tenants.limits]
+fuel = 1000000
+deadline_ms = 100
+memory_bytes = 134217728
+output_bytes = 100
+"#;
+
+    #[test]
+    fn tenants_parse_and_validate() {
+        let config: Config = toml::from_str(TENANT).expect("valid");
+        assert_eq!(config.tenants[0].role, Role::Tenant);
+        assert_eq!(config.tenants[0].quotas.max_tools, 2);
+        assert_eq!(config.tenants[0].quotas.burst, Quotas::default().burst);
+        config.validate().expect("valid");
+    }
+
+    #[test]
+    fn a_public_bind_needs_tenants() {
+        let mut config = Config {
+            bind: IpAddr::from([0, 0, 0, 0]),
+            ..Config::default()
+        };
+        let err = config.validate().expect_err("must refuse");
+        assert!(
+            err.to_string()
+                .contains("refusing to serve 0.0.0.0 without API keys"),
+            "{err}"
+        );
+        config.tenants = toml::from_str::<Config>(TENANT).expect("valid").tenants;
+        config.validate().expect("with keys it may");
+    }
+
+    #[test]
+    fn bad_tenants_are_refused_with_the_reason() {
+        let base: Config = toml::from_str(TENANT).expect("valid");
+        type Breaker = fn(&mut Config);
+        let cases: [(&str, Breaker); 5] = [
+            ("must be 64 hex digits", |c| {
+                c.tenants[0].api_key_sha256 = vec!["abc".into()]
+            }),
+            ("declared twice", |c| {
+                let twin = c.tenants[0].clone();
+                c.tenants.push(twin);
+            }),
+            ("must be 1-32 characters", |c| {
+                c.tenants[0].id = "../etc".into()
+            }),
+            ("within the server's [limits]", |c| {
+                if let Some(limits) = c.tenants[0].limits.as_mut() {
+                    limits.fuel = u64::MAX;
+                }
+            }),
+            ("needs at least one key hash", |c| {
+                c.tenants[0].api_key_sha256.clear()
+            }),
+        ];
+        for (expected, breaks) in cases {
+            let mut config = base.clone();
+            breaks(&mut config);
+            let err = config.validate().expect_err(expected);
+            assert!(
+                format!("{err:#}").contains(expected),
+                "{err:#} lacks {expected}"
+            );
+        }
     }
 }

@@ -8,9 +8,13 @@
 //! * [`http`] — axum router, handlers, the one `ApiError`, the response envelope. The only
 //!   module that imports axum.
 //! * [`server`] — assembles the parts and serves a listener until shutdown.
-//! * [`registry`] — loaded tools: alias -> actor with a bounded queue and one instance.
-//! * [`sandbox`] — one guest instance: WASI context (deny by default), mounts, limits, the
-//!   door, typed outcomes. Knows limits and mounts, never tenants.
+//! * [`tenants`] — API keys (SHA-256 digests) -> tenant; each tenant owns a registry, a rate
+//!   limiter and a body limit. Failed key checks are counted per client address.
+//! * [`registry`] — one owner's loaded tools: alias -> actor with a bounded queue and one
+//!   instance; tool and call quotas; scratch folders.
+//! * [`sandbox`] — one guest instance: WASI context (deny by default), mounts, the
+//!   file-system guard (scratch quotas, descriptors, no links), limits, the door, typed
+//!   outcomes. Knows limits and mounts, never tenants.
 //! * [`engine`] — the wasmtime policy (fuel, epochs, stacks, features), the epoch ticker and
 //!   the compiled-module cache (the only `unsafe` besides the future native loader).
 //! * [`protocol`] — host <-> guest driver frames.
@@ -28,3 +32,4 @@ pub mod protocol;
 pub mod registry;
 pub mod sandbox;
 pub mod server;
+pub mod tenants;

@@ -26,6 +26,35 @@ enum Command {
     Serve(ServeArgs),
     /// Measure warm call latency in-process, over HTTP and with native CPython; print a table.
     Bench(scriptbox::bench::BenchArgs),
+    /// Print the SHA-256 to put in a tenant's `api_key_sha256`, for a key read from stdin
+    /// (never from the command line, where other users could see it), or for a new random key.
+    HashKey {
+        /// Make a new random key and print it with its hash.
+        #[arg(long)]
+        generate: bool,
+    },
+}
+
+fn hash_key(generate: bool) -> anyhow::Result<()> {
+    let key = if generate {
+        let key = format!(
+            "sbx_{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        println!("key:    {key}");
+        key
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the key from stdin")?;
+        let key = line.trim_end_matches(['\r', '\n']).to_owned();
+        anyhow::ensure!(!key.is_empty(), "no key on stdin");
+        key
+    };
+    println!("sha256: {}", scriptbox::tenants::hash_key(&key));
+    Ok(())
 }
 
 /// Flags override environment variables, which override the config file.
@@ -115,7 +144,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    tracing::info!(addr = %listener.local_addr()?, scripts = %config.scripts_dir.display(), "scriptbox listening");
+    let tenants = if config.tenants.is_empty() {
+        "one keyless local tenant".to_owned()
+    } else {
+        format!("{} tenants, keys required", config.tenants.len())
+    };
+    tracing::info!(addr = %listener.local_addr()?, %tenants, "scriptbox listening");
     // Graceful shutdown waits for in-flight requests; a connection that never finishes (a
     // slow client) must not hold the process forever, so the wait is bounded.
     let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
@@ -147,6 +181,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Bench(args) => scriptbox::bench::run(args).await,
+        Command::HashKey { generate } => hash_key(generate),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

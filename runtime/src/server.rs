@@ -1,29 +1,45 @@
-//! Server assembly: artifacts -> engine -> sandbox -> registry -> router, and `run`, which
-//! serves a bound listener until the shutdown future resolves.
+//! Server assembly: artifacts -> engine -> sandbox -> tenants (one registry each) -> router,
+//! and `run`, which serves a bound listener until the shutdown future resolves.
+//!
+//! Connections are served with hyper directly rather than `axum::serve`, because the
+//! connection-level defences live there: a cap on open connections, a deadline for the
+//! request head (slow clients), and caps on head size and header count (431 past them).
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt as _;
 
-use crate::config::Config;
+use crate::config::{Config, HttpLimits};
 use crate::engine::Engine;
 use crate::http::{self, AppState};
-use crate::registry::{Registry, Settings};
+use crate::registry::Shared;
 use crate::sandbox::{Mounts, Sandbox};
+use crate::tenants::{Tenants, address_key};
 use crate::{artifacts, guest};
 
 /// Everything a running server holds.
 #[derive(Clone)]
 pub struct Server {
-    pub registry: Arc<Registry>,
+    pub tenants: Arc<Tenants>,
     pub max_body_bytes: usize,
+    pub http: HttpLimits,
 }
 
 impl Server {
     /// Prepares the interpreter (fetching it if allowed and missing), the engine and the
-    /// registry. Blocking work (hashing, the first compile) runs off the async threads.
+    /// tenants. Blocking work (hashing, the first compile) runs off the async threads.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         config.validate()?;
         let engine = load_engine(config).await?;
@@ -34,48 +50,153 @@ impl Server {
     pub fn with_engine(config: &Config, engine: Engine) -> anyhow::Result<Self> {
         config.validate()?;
         let driver = guest::install_driver(&config.data_dir)?;
-        let scripts = config
-            .scripts_dir
-            .canonicalize()
-            .with_context(|| format!("scripts directory {}", config.scripts_dir.display()))?;
+        reset_scratch(&config.data_dir.join("scratch"))?;
         let mounts = Mounts {
             stdlib: config.stdlib_dir(),
             driver,
-            scripts,
         };
         let sandbox = Sandbox::new(engine, mounts, config.start)?;
-        let registry = Registry::new(
-            sandbox,
-            Settings {
-                limits: config.limits,
-                max_tools: config.max_tools,
-                queue_depth: config.queue_depth,
-            },
-        );
+        let shared = Shared::new(config.max_tools, config.max_concurrent_calls);
+        let tenants = Tenants::build(config, &sandbox, &shared)?;
         Ok(Self {
-            registry: Arc::new(registry),
+            tenants: Arc::new(tenants),
             max_body_bytes: config.max_body_bytes,
+            http: config.http.clone(),
         })
     }
 
-    /// Serves `listener` until `shutdown` resolves; in-flight requests then finish (each
-    /// call is bounded by its deadline) and every tool is dropped.
+    /// Serves `listener` until `shutdown` resolves; open requests then finish (each call is
+    /// bounded by its deadline) and every tool is dropped.
     pub async fn run(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let app = http::router(AppState {
-            registry: Arc::clone(&self.registry),
+            tenants: Arc::clone(&self.tenants),
             max_body_bytes: self.max_body_bytes,
+            body_timeout: Duration::from_millis(self.http.body_read_timeout_ms),
         });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP")?;
-        self.registry.clear();
+        let connections = Arc::new(Semaphore::new(self.http.max_connections));
+        let per_address = PerAddress::new(self.http.max_connections_per_ip);
+        let graceful = GracefulShutdown::new();
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_millis(self.http.header_read_timeout_ms))
+            .max_buf_size(self.http.max_header_bytes)
+            .max_headers(self.http.max_headers);
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                permit = Arc::clone(&connections).acquire_owned() => permit.context("connection limit")?,
+                () = &mut shutdown => break,
+            };
+            let (stream, addr) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // Out of descriptors and the like: back off instead of spinning.
+                        tracing::warn!(cause = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let Some(slot) = per_address.enter(addr.ip()) else {
+                tracing::debug!(client = %addr.ip(), "too many connections from one address; closing");
+                drop(stream);
+                continue;
+            };
+            let app = app.clone();
+            let service =
+                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                    request
+                        .extensions_mut()
+                        .insert(ConnectInfo::<SocketAddr>(addr));
+                    app.clone().oneshot(request)
+                });
+            let connection =
+                graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!(cause = %err, "connection ended with an error");
+                }
+                drop(permit);
+                drop(slot);
+            });
+        }
+        drop(listener);
+        graceful.shutdown().await;
+        self.tenants.clear();
         Ok(())
     }
+}
+
+/// Open connections per client address.
+#[derive(Clone)]
+struct PerAddress {
+    limit: usize,
+    open: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One connection's place in [`PerAddress`], given back on drop.
+struct AddressSlot {
+    owner: PerAddress,
+    key: IpAddr,
+}
+
+impl PerAddress {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            open: Arc::default(),
+        }
+    }
+
+    fn enter(&self, ip: IpAddr) -> Option<AddressSlot> {
+        let key = address_key(ip);
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(key).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            owner: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.owner.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Empties the scratch area: folders left by a previous run (a crash) belong to no tool.
+fn reset_scratch(root: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(root) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => {
+            return Err(err).with_context(|| format!("clearing {}", root.display()));
+        }
+    }
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root)
+        .with_context(|| format!("creating {}", root.display()))
 }
 
 /// Fetches (if needed and allowed) and loads the interpreter.

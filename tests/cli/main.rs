@@ -155,3 +155,43 @@ fn a_bad_config_is_a_clear_error() {
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(text.contains("unknown field `prot`"), "{text}");
 }
+
+#[test]
+fn a_public_bind_without_tenants_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(binary())
+        .args(["serve", "--bind", "0.0.0.0", "--port", "0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("refusing to serve 0.0.0.0 without API keys"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn hash_key_prints_the_digest_of_stdin() {
+    use std::io::Write as _;
+    let mut child = Command::new(binary())
+        .arg("hash-key")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"test\n")
+        .expect("write");
+    let output = child.wait_with_output().expect("wait");
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout.trim(),
+        "sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    );
+}

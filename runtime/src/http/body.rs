@@ -2,12 +2,12 @@
 //! examples send none), with our error codes: `payload_too_large` (413), `invalid_json`,
 //! `missing_field` and `bad_request` (400).
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use super::auth::BodyLimits;
 use super::error::ApiError;
 
 /// Longest piece of a parser message we echo back.
@@ -22,23 +22,58 @@ where
 {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload_too_large",
-                        "request body is larger than the server accepts",
-                    )
-                } else {
-                    ApiError::bad_request("the request body could not be read")
-                        .with_cause(rejection.body_text())
-                }
-            })?;
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let limits = request
+            .extensions()
+            .get::<BodyLimits>()
+            .copied()
+            .unwrap_or(BodyLimits {
+                max_bytes: DEFAULT_MAX_BODY,
+                timeout: DEFAULT_BODY_TIMEOUT,
+            });
+        let read = axum::body::to_bytes(request.into_body(), limits.max_bytes);
+        let bytes = match tokio::time::timeout(limits.timeout, read).await {
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    "the request body did not arrive in time",
+                ));
+            }
+            Ok(Err(err)) if is_length_limit(&err) => {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!(
+                        "request body is larger than this key may send ({} bytes)",
+                        limits.max_bytes
+                    ),
+                ));
+            }
+            Ok(Err(err)) => {
+                return Err(
+                    ApiError::bad_request("the request body could not be read").with_cause(err)
+                );
+            }
+            Ok(Ok(bytes)) => bytes,
+        };
         parse(&bytes).map(JsonBody)
     }
+}
+
+/// Limits for a request that came without [`BodyLimits`] (routes outside authentication).
+const DEFAULT_MAX_BODY: usize = 64 << 10;
+const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn is_length_limit(err: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Parses `bytes` as `T`, naming what is wrong in client terms.

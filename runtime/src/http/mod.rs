@@ -1,12 +1,16 @@
 //! The HTTP API (axum). `router(state)` builds every route; cross-cutting limits (body size,
 //! panics) are tower layers, not handler code. Only this module imports axum.
 
+mod admin;
+mod audit;
+mod auth;
 mod body;
 mod envelope;
 mod error;
 mod python;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -19,13 +23,15 @@ use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
 
-use crate::registry::Registry;
+use crate::tenants::Tenants;
 
 /// What handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    pub registry: Arc<Registry>,
+    pub tenants: Arc<Tenants>,
+    /// The server-wide body cap (a tenant's own may be lower).
     pub max_body_bytes: usize,
+    pub body_timeout: Duration,
 }
 
 /// Every route, with its layers.
@@ -36,10 +42,21 @@ pub fn router(state: AppState) -> Router {
         .route("/reload", post(python::reload))
         .route("/list", get(python::list))
         .route("/call", post(python::call))
-        .with_state(Arc::clone(&state.registry));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+    let admin = Router::new()
+        .route("/tenants", get(admin::tenants))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        .with_state(Arc::clone(&state.tenants));
     Router::new()
         .route("/health", get(health))
         .nest("/python", python)
+        .nest("/admin", admin)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))

@@ -1,22 +1,22 @@
 //! `/python/*`: load, unload, reload, list, call. Each handler reads the request, calls one
 //! registry method and maps the result. Status codes are documented in the README.
 
-use std::sync::Arc;
-
-use axum::extract::State;
+use axum::Extension;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
 
+use super::audit;
+use super::auth::Caller;
 use super::body::JsonBody;
 use super::envelope::Data as Success;
 use super::error::ApiError;
 use crate::protocol::{self, GuestError, GuestErrorKind};
-use crate::registry::{CallReport, Registry, RegistryError, ToolInfo};
+use crate::registry::{CallReport, RegistryError, ToolInfo};
 use crate::sandbox::{Fault, LimitOverrides, Outcome};
 
-pub type Registered = State<Arc<Registry>>;
+pub type Authed = Extension<Caller>;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,31 +45,41 @@ pub struct CallBody {
 }
 
 pub async fn load(
-    State(registry): Registered,
+    Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<LoadBody>,
 ) -> Result<Success<ToolInfo>, ApiError> {
     let overrides = body.limits.unwrap_or_default();
-    let info = registry
+    let info = tenant
+        .registry
         .load(&body.script_name, &body.alias, &overrides)
         .await
-        .map_err(registry_error)?;
-    tracing::info!(alias = %info.alias, script = %info.script_name, "tool loaded");
+        .map_err(|err| registry_error(&tenant.id, err))?;
+    audit::tool_event(&tenant.id, "tool_loaded", &info.alias);
     Ok(Success(info))
 }
 
 pub async fn unload(
-    State(registry): Registered,
+    Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<AliasBody>,
 ) -> Result<Success<serde_json::Value>, ApiError> {
-    registry.unload(&body.alias).map_err(registry_error)?;
+    tenant
+        .registry
+        .unload(&body.alias)
+        .map_err(|err| registry_error(&tenant.id, err))?;
+    audit::tool_event(&tenant.id, "tool_unloaded", &body.alias);
     Ok(Success(json!({ "alias": body.alias, "unloaded": true })))
 }
 
 pub async fn reload(
-    State(registry): Registered,
+    Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<AliasBody>,
 ) -> Result<Success<ToolInfo>, ApiError> {
-    let info = registry.reload(&body.alias).await.map_err(registry_error)?;
+    let info = tenant
+        .registry
+        .reload(&body.alias)
+        .await
+        .map_err(|err| registry_error(&tenant.id, err))?;
+    audit::tool_event(&tenant.id, "tool_reloaded", &body.alias);
     Ok(Success(info))
 }
 
@@ -80,8 +90,8 @@ pub struct ListData {
     tools: Vec<ToolInfo>,
 }
 
-pub async fn list(State(registry): Registered) -> Success<ListData> {
-    let tools = registry.list();
+pub async fn list(Extension(Caller(tenant)): Authed) -> Success<ListData> {
+    let tools = tenant.registry.list();
     Success(ListData {
         scripts: tools.iter().map(|t| t.alias.clone()).collect(),
         tools,
@@ -99,18 +109,33 @@ pub struct CallData {
 }
 
 pub async fn call(
-    State(registry): Registered,
+    Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<CallBody>,
 ) -> Result<Success<CallData>, ApiError> {
     let args = json_kind(body.args, '[', "args", "array")?.unwrap_or_else(protocol::empty_array);
     let kwargs =
         json_kind(body.kwargs, '{', "kwargs", "object")?.unwrap_or_else(protocol::empty_object);
-    let report = registry
+    let report = tenant
+        .registry
         .call(&body.alias, &body.function_name, args, kwargs)
         .await
-        .map_err(registry_error)?;
-    call_result(report, &body.alias, &body.function_name)
+        .map_err(|err| registry_error(&tenant.id, err))?;
+    let answer = call_result(report, &body.alias, &body.function_name);
+    if let Err(err) = &answer
+        && LIMIT_CODES.contains(&err.code)
+    {
+        audit::limit_hit(&tenant.id, err.code);
+    }
+    answer
 }
+
+/// Error codes that mean a call hit one of its limits.
+const LIMIT_CODES: [&str; 4] = [
+    "fuel_exhausted",
+    "deadline_exceeded",
+    "output_limit",
+    "guest_crashed",
+];
 
 /// The deepest nesting of arrays and objects accepted in `args`/`kwargs`.
 pub const MAX_ARG_DEPTH: usize = 64;
@@ -184,6 +209,7 @@ fn call_result(
             stderr,
             fuel_used,
             elapsed,
+            ..
         } => Ok(Success(CallData {
             result: result.unwrap_or_else(protocol::null),
             stdout,
@@ -307,8 +333,19 @@ fn fault_error(fault: &Fault) -> ApiError {
     ApiError::new(unprocessable, code, message).with_cause(clip(&fault.to_string()))
 }
 
-/// Maps registry failures to client errors.
-pub fn registry_error(err: RegistryError) -> ApiError {
+/// Maps registry failures to client errors, auditing quota refusals.
+pub fn registry_error(tenant: &str, err: RegistryError) -> ApiError {
+    let api = client_error(err);
+    if matches!(
+        api.code,
+        "too_many_tools" | "too_many_calls" | "overloaded" | "busy"
+    ) {
+        audit::limit_hit(tenant, api.code);
+    }
+    api
+}
+
+fn client_error(err: RegistryError) -> ApiError {
     match err {
         RegistryError::NotFound => ApiError::not_found("no tool is loaded under that alias"),
         RegistryError::ScriptNotFound => {
@@ -324,8 +361,26 @@ pub fn registry_error(err: RegistryError) -> ApiError {
         RegistryError::TooManyTools(max) => ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_tools",
-            format!("the server already has its maximum of {max} tools loaded"),
+            format!("this key already has its maximum of {max} tools loaded"),
         ),
+        RegistryError::TooManyCalls(max) => {
+            let mut api = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_calls",
+                format!("this key already has its maximum of {max} calls in flight"),
+            );
+            api.retry_after_s = Some(1);
+            api
+        }
+        RegistryError::Overloaded => {
+            let mut api = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "the server is at capacity; retry shortly",
+            );
+            api.retry_after_s = Some(1);
+            api
+        }
         RegistryError::Busy => ApiError::busy(),
         RegistryError::Unloaded => ApiError::new(
             StatusCode::CONFLICT,

@@ -5,23 +5,30 @@
 //! faults (fuel, deadline, output cap, a trap) the actor answers, drops the instance and
 //! spawns a fresh one from the snapshot; the answer says the tool's state was reset.
 //!
-//! An in-flight call holds an `Arc<Tool>`, so unloading a tool lets calls already accepted
-//! finish (each is bounded by its deadline) before the instance goes.
+//! A registry holds one owner's tools (the server makes one per tenant; the registry itself
+//! knows nothing of tenants): their scripts folder, their scratch folders, their quotas. What
+//! is shared between registries, the server-wide tool and call budgets, is a [`Shared`].
+//!
+//! Every accepted call holds a permit of its owner's concurrency quota and one of the
+//! server's until it is answered: past either, calls are refused at once (`too_many_calls`,
+//! `overloaded`) instead of queueing without bound.
 
 mod names;
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::protocol::GuestError;
 use crate::sandbox::{
-    Fault, Instance, LimitError, LimitOverrides, Limits, Outcome, Sandbox, SpawnError,
+    Fault, Instance, LimitError, LimitOverrides, Limits, Outcome, Sandbox, Scratch, SpawnError,
+    ToolMounts,
 };
 pub use names::{NameError, check_alias, check_function, check_script};
 
@@ -38,8 +45,12 @@ pub enum RegistryError {
     BadName(#[from] NameError),
     #[error("{0}")]
     Limits(#[from] LimitError),
-    #[error("the server already has its maximum of {0} tools loaded")]
+    #[error("the owner already has its maximum of {0} tools loaded")]
     TooManyTools(usize),
+    #[error("the owner already has its maximum of {0} calls in flight")]
+    TooManyCalls(usize),
+    #[error("the server is at capacity")]
+    Overloaded,
     #[error("the tool's queue is full")]
     Busy,
     #[error("the tool was unloaded while the call waited")]
@@ -80,12 +91,48 @@ pub struct ToolInfo {
     pub resets: u64,
 }
 
-/// Registry-wide settings.
-#[derive(Debug, Clone, Copy)]
+/// One registry's settings: its owner's quotas and folders.
+#[derive(Debug, Clone)]
 pub struct Settings {
+    /// The most any tool may get; a load may ask for less.
     pub limits: Limits,
+    /// What a load gets when it does not ask (each at most `limits`).
+    pub defaults: LimitOverrides,
     pub max_tools: usize,
+    pub max_concurrent_calls: usize,
+    /// Calls waiting for one tool beyond the one running.
     pub queue_depth: usize,
+    /// The owner's scripts, mounted read-only.
+    pub scripts: PathBuf,
+    /// Where each tool's scratch folder is made, and its quotas; `None`: no scratch.
+    pub scratch: Option<ScratchQuota>,
+    pub max_open_files: u32,
+}
+
+/// Scratch folders: `root/<alias>.<random>` per loaded tool, removed when it goes.
+#[derive(Debug, Clone)]
+pub struct ScratchQuota {
+    pub root: PathBuf,
+    pub max_bytes: u64,
+    pub max_files: u64,
+}
+
+/// Budgets every registry of a server draws from.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// One permit per loaded (or loading) tool.
+    pub tools: Arc<Semaphore>,
+    /// One permit per call in flight.
+    pub calls: Arc<Semaphore>,
+}
+
+impl Shared {
+    pub fn new(max_tools: usize, max_calls: usize) -> Self {
+        Self {
+            tools: Arc::new(Semaphore::new(max_tools)),
+            calls: Arc::new(Semaphore::new(max_calls)),
+        }
+    }
 }
 
 enum Slot {
@@ -96,16 +143,30 @@ enum Slot {
 pub struct Registry {
     sandbox: Sandbox,
     settings: Settings,
+    shared: Shared,
     tools: Mutex<HashMap<String, Slot>>,
+    /// This owner's calls in flight.
+    calls: Arc<Semaphore>,
 }
 
 impl Registry {
-    pub fn new(sandbox: Sandbox, settings: Settings) -> Self {
+    pub fn new(sandbox: Sandbox, settings: Settings, shared: Shared) -> Self {
         Self {
+            calls: Arc::new(Semaphore::new(settings.max_concurrent_calls)),
             sandbox,
             settings,
+            shared,
             tools: Mutex::new(HashMap::new()),
         }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Calls in flight for this owner.
+    pub fn calls_in_flight(&self) -> usize {
+        self.settings.max_concurrent_calls - self.calls.available_permits()
     }
 
     fn slots(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
@@ -124,19 +185,44 @@ impl Registry {
     ) -> Result<ToolInfo, RegistryError> {
         check_script(script_name)?;
         check_alias(alias)?;
-        let limits = self.settings.limits.lowered(overrides)?;
-        if !names::script_exists(&self.sandbox.mounts().scripts, script_name) {
+        let asked = LimitOverrides {
+            fuel: overrides.fuel.or(self.settings.defaults.fuel),
+            deadline_ms: overrides.deadline_ms.or(self.settings.defaults.deadline_ms),
+            memory_bytes: overrides
+                .memory_bytes
+                .or(self.settings.defaults.memory_bytes),
+            output_bytes: overrides
+                .output_bytes
+                .or(self.settings.defaults.output_bytes),
+        };
+        let limits = self.settings.limits.lowered(&asked)?;
+        if !names::script_exists(&self.settings.scripts, script_name) {
             return Err(RegistryError::ScriptNotFound);
         }
-        let reservation = self.reserve(alias)?;
-        let instance = self.sandbox.spawn(script_name, &limits).await?;
+        let mut reservation = self.reserve(alias)?;
+        let mounts = ToolMounts {
+            scripts: self.settings.scripts.clone(),
+            scratch: self.make_scratch(alias)?,
+            max_open_files: self.settings.max_open_files,
+        };
+        let scratch = mounts.scratch.as_ref().map(|s| ScratchDir(s.dir.clone()));
+        // Starting an instance is work like a call: it holds call permits while it runs.
+        let permits = self.admit_call()?;
+        let instance = self.sandbox.spawn(script_name, &limits, &mounts).await?;
+        drop(permits);
         let tool = Arc::new(Tool::start(
-            self.sandbox.clone(),
-            alias,
-            script_name,
-            limits,
-            instance,
+            Actor {
+                sandbox: self.sandbox.clone(),
+                script_name: script_name.to_owned(),
+                alias: alias.to_owned(),
+                limits,
+                mounts,
+                instance: Some(instance),
+                stats: Arc::default(),
+                _scratch: scratch,
+            },
             self.settings.queue_depth,
+            reservation.take_permit(),
         ));
         let info = tool.info();
         reservation.fill(tool);
@@ -153,10 +239,46 @@ impl Registry {
         if slots.len() >= self.settings.max_tools {
             return Err(RegistryError::TooManyTools(self.settings.max_tools));
         }
+        let permit = Arc::clone(&self.shared.tools)
+            .try_acquire_owned()
+            .map_err(|_| RegistryError::Overloaded)?;
         slots.insert(alias.to_owned(), Slot::Loading);
         Ok(Reservation {
             registry: self,
             alias: Some(alias.to_owned()),
+            permit: Some(permit),
+        })
+    }
+
+    /// A fresh, empty scratch folder for a tool being loaded as `alias` (private: 0700).
+    fn make_scratch(&self, alias: &str) -> Result<Option<Scratch>, RegistryError> {
+        let Some(quota) = &self.settings.scratch else {
+            return Ok(None);
+        };
+        let dir = quota
+            .root
+            .join(format!("{alias}.{}", uuid::Uuid::new_v4().simple()));
+        create_private_dir(&dir).map_err(|err| {
+            RegistryError::Host(anyhow::Error::from(err).context("creating a scratch folder"))
+        })?;
+        Ok(Some(Scratch {
+            dir,
+            max_bytes: quota.max_bytes,
+            max_files: quota.max_files,
+        }))
+    }
+
+    /// Takes a permit of this owner's call quota and one of the server's.
+    fn admit_call(&self) -> Result<CallPermits, RegistryError> {
+        let own = Arc::clone(&self.calls)
+            .try_acquire_owned()
+            .map_err(|_| RegistryError::TooManyCalls(self.settings.max_concurrent_calls))?;
+        let server = Arc::clone(&self.shared.calls)
+            .try_acquire_owned()
+            .map_err(|_| RegistryError::Overloaded)?;
+        Ok(CallPermits {
+            _own: own,
+            _server: server,
         })
     }
 
@@ -188,8 +310,9 @@ impl Registry {
     /// fails, the old instance stays.
     pub async fn reload(&self, alias: &str) -> Result<ToolInfo, RegistryError> {
         let tool = self.get(alias)?;
+        let permits = self.admit_call()?;
         let (reply, answer) = oneshot::channel();
-        tool.submit(Job::Reload { reply })?;
+        tool.submit(Job::Reload { reply, permits })?;
         answer.await.map_err(|_| RegistryError::Unloaded)??;
         Ok(tool.info())
     }
@@ -204,12 +327,14 @@ impl Registry {
     ) -> Result<CallReport, RegistryError> {
         check_function(function)?;
         let tool = self.get(alias)?;
+        let permits = self.admit_call()?;
         let (reply, answer) = oneshot::channel();
         tool.submit(Job::Call {
             function: function.to_owned(),
             args,
             kwargs,
             reply,
+            permits,
         })?;
         answer.await.map_err(|_| RegistryError::Unloaded)?
     }
@@ -234,12 +359,45 @@ impl Registry {
     }
 }
 
+/// Creates `dir` (and its parents) with mode 0700.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// A tool's scratch folder, removed with the tool.
+struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if let Err(err) = std::fs::remove_dir_all(&self.0)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(cause = %err, "could not remove a scratch folder");
+        }
+    }
+}
+
+/// The permits a call holds until it is answered.
+struct CallPermits {
+    _own: OwnedSemaphorePermit,
+    _server: OwnedSemaphorePermit,
+}
+
 struct Reservation<'a> {
     registry: &'a Registry,
     alias: Option<String>,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Reservation<'_> {
+    fn take_permit(&mut self) -> Option<OwnedSemaphorePermit> {
+        self.permit.take()
+    }
+
     fn fill(mut self, tool: Arc<Tool>) {
         if let Some(alias) = self.alias.take() {
             self.registry.slots().insert(alias, Slot::Ready(tool));
@@ -264,9 +422,11 @@ enum Job {
         args: Box<RawValue>,
         kwargs: Box<RawValue>,
         reply: oneshot::Sender<Result<CallReport, RegistryError>>,
+        permits: CallPermits,
     },
     Reload {
         reply: oneshot::Sender<Result<(), RegistryError>>,
+        permits: CallPermits,
     },
 }
 
@@ -284,6 +444,8 @@ struct Tool {
     queue: mpsc::Sender<Job>,
     stats: Arc<Stats>,
     actor: JoinHandle<()>,
+    /// The server-wide tool slot, released with the tool.
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for Tool {
@@ -293,31 +455,16 @@ impl Drop for Tool {
 }
 
 impl Tool {
-    fn start(
-        sandbox: Sandbox,
-        alias: &str,
-        script_name: &str,
-        limits: Limits,
-        instance: Instance,
-        queue_depth: usize,
-    ) -> Self {
+    fn start(actor: Actor, queue_depth: usize, slot: Option<OwnedSemaphorePermit>) -> Self {
         let (queue, jobs) = mpsc::channel(queue_depth);
-        let stats = Arc::new(Stats::default());
-        let actor = Actor {
-            sandbox,
-            script_name: script_name.to_owned(),
-            alias: alias.to_owned(),
-            limits,
-            instance: Some(instance),
-            stats: Arc::clone(&stats),
-        };
         Self {
-            alias: alias.to_owned(),
-            script_name: script_name.to_owned(),
-            limits,
+            alias: actor.alias.clone(),
+            script_name: actor.script_name.clone(),
+            limits: actor.limits,
             queue,
-            stats,
+            stats: Arc::clone(&actor.stats),
             actor: tokio::spawn(actor.run(jobs)),
+            _slot: slot,
         }
     }
 
@@ -349,8 +496,12 @@ struct Actor {
     script_name: String,
     alias: String,
     limits: Limits,
+    mounts: ToolMounts,
     instance: Option<Instance>,
     stats: Arc<Stats>,
+    /// Declared after the instance, so an aborted actor drops the instance first and only
+    /// then removes the folder (no guest is left writing into it).
+    _scratch: Option<ScratchDir>,
 }
 
 impl Actor {
@@ -362,19 +513,22 @@ impl Actor {
                     args,
                     kwargs,
                     reply,
+                    permits,
                 } => {
                     let result = self.call(&function, &args, &kwargs).await;
-                    let faulted =
-                        matches!(&result, Ok(r) if matches!(r.outcome, Outcome::Faulted { .. }));
+                    let replace = self.instance.is_none();
                     let _ = reply.send(result);
-                    if faulted {
+                    if replace {
                         // Replace the instance now, so the next call finds a warm one. (After
-                        // a failed respawn nothing is retried until the next call.)
+                        // a failed respawn nothing is retried until the next call.) The call's
+                        // permits are held until the respawn is done: it is the call's work.
                         self.ensure_instance().await;
                     }
+                    drop(permits);
                 }
-                Job::Reload { reply } => {
+                Job::Reload { reply, permits } => {
                     let _ = reply.send(self.reload().await);
+                    drop(permits);
                 }
             }
         }
@@ -398,8 +552,21 @@ impl Actor {
             unreachable!("an instance was just ensured");
         };
         let outcome = instance.call(function, args, kwargs).await;
-        if let Outcome::Faulted { fault, .. } = &outcome {
-            tracing::info!(alias = %self.alias, %fault, "instance stopped; respawning from the snapshot");
+        let replace = match &outcome {
+            Outcome::Faulted { fault, .. } => {
+                tracing::info!(alias = %self.alias, %fault, "instance stopped; respawning from the snapshot");
+                true
+            }
+            Outcome::Answered {
+                memory_capped: true,
+                ..
+            } => {
+                tracing::info!(alias = %self.alias, "call hit the memory cap; replacing the instance to return its memory");
+                true
+            }
+            Outcome::Answered { .. } => false,
+        };
+        if replace {
             self.instance = None;
             self.stats.resets.fetch_add(1, Ordering::Relaxed);
             state_reset = true;
@@ -421,13 +588,19 @@ impl Actor {
 
     async fn respawn(&mut self) -> Result<(), SpawnError> {
         self.instance = None;
-        let instance = self.sandbox.spawn(&self.script_name, &self.limits).await?;
+        let instance = self
+            .sandbox
+            .spawn(&self.script_name, &self.limits, &self.mounts)
+            .await?;
         self.instance = Some(instance);
         Ok(())
     }
 
     async fn reload(&mut self) -> Result<(), RegistryError> {
-        let fresh = self.sandbox.spawn(&self.script_name, &self.limits).await?;
+        let fresh = self
+            .sandbox
+            .spawn(&self.script_name, &self.limits, &self.mounts)
+            .await?;
         self.instance = Some(fresh);
         self.stats.resets.fetch_add(1, Ordering::Relaxed);
         Ok(())

@@ -26,17 +26,45 @@ pub struct Delivery {
     pub deadline: Instant,
 }
 
+/// What the host sends into a guest waiting in the door.
+#[derive(Debug)]
+pub enum ToGuest {
+    /// The next request: the door returns it to the driver.
+    Request(Delivery),
+    /// A look at the parked guest's linear memory; the guest keeps waiting afterwards.
+    Inspect(Inspection),
+}
+
+/// A question about the guest's linear memory, answered while it waits in the door.
+#[derive(Debug)]
+pub struct Inspection {
+    /// Bytes to search the whole linear memory for.
+    pub needle: Vec<u8>,
+    pub reply: tokio::sync::oneshot::Sender<MemoryReport>,
+}
+
+/// The answer to an [`Inspection`].
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryReport {
+    /// The size of linear memory in bytes.
+    pub linear_bytes: usize,
+    /// Whether the needle occurs anywhere in it (always `false` for an empty needle).
+    pub contains: bool,
+}
+
 /// A frame the guest handed out, with the fuel the request used.
 #[derive(Debug)]
 pub struct GuestFrame {
     pub frame: Vec<u8>,
     pub fuel_used: u64,
+    /// A memory growth was refused since the last frame.
+    pub memory_capped: bool,
 }
 
 /// The guest's end of the door, kept in the store.
 pub struct DoorState {
     pub to_host: mpsc::Sender<GuestFrame>,
-    pub from_host: mpsc::Receiver<Delivery>,
+    pub from_host: mpsc::Receiver<ToGuest>,
     /// The largest frame the guest may hand out; past it the instance is stopped.
     pub max_frame: usize,
     /// The fuel the current request started with.
@@ -91,21 +119,41 @@ pub async fn call(
         return Ok(DOOR_FAULT);
     }
     let remaining = caller.get_fuel().unwrap_or(0);
+    let memory_capped = std::mem::take(&mut caller.data_mut().limits.hit);
     let door = &mut caller.data_mut().door;
     let fuel_used = door.budget.saturating_sub(remaining);
     door.deadline = None;
     if door
         .to_host
-        .send(GuestFrame { frame, fuel_used })
+        .send(GuestFrame {
+            frame,
+            fuel_used,
+            memory_capped,
+        })
         .await
         .is_err()
     {
         return Err(Closed.into());
     }
-    let Some(delivery) = caller.data_mut().door.from_host.recv().await else {
-        return Err(Closed.into());
-    };
-    deliver(&mut caller, &memory, delivery, out_ptr_ptr, out_len_ptr).await
+    loop {
+        match caller.data_mut().door.from_host.recv().await {
+            None => return Err(Closed.into()),
+            Some(ToGuest::Request(delivery)) => {
+                return deliver(&mut caller, &memory, delivery, out_ptr_ptr, out_len_ptr).await;
+            }
+            Some(ToGuest::Inspect(inspection)) => inspect(&caller, &memory, inspection),
+        }
+    }
+}
+
+fn inspect(caller: &Caller<'_, GuestState>, memory: &wasmtime::Memory, inspection: Inspection) {
+    let data = memory.data(caller);
+    let needle = &inspection.needle;
+    let contains = !needle.is_empty() && memchr::memmem::find(data, needle).is_some();
+    let _ = inspection.reply.send(MemoryReport {
+        linear_bytes: data.len(),
+        contains,
+    });
 }
 
 async fn deliver(

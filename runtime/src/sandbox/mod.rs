@@ -1,10 +1,12 @@
 //! One sandboxed guest: CPython (WASI) running the scriptbox driver with one tool imported.
 //!
 //! Deny by default: an instance gets no environment but the variables set here, no network
-//! (WASI preview 1 has no sockets and none are granted), no writable path, stdin closed and
-//! file-descriptor stdout/stderr discarded (the driver captures `print()` itself). It sees
-//! exactly the read-only [`Mounts`]. Everything it may consume is bounded: fuel and a
-//! wall-clock deadline per call, linear memory per instance, frame size per response.
+//! (WASI preview 1 has no sockets and none are granted), stdin closed and file-descriptor
+//! stdout/stderr discarded (the driver captures `print()` itself). It sees exactly the
+//! read-only [`Mounts`], its tool's read-only scripts and, if granted, one writable scratch
+//! folder under the [file-system guard](fs) (byte, file and descriptor quotas, no links).
+//! Everything it may consume is bounded: fuel and a wall-clock deadline per call, linear
+//! memory per instance, frame size per response.
 //!
 //! The guest is one future calling the reactor's `run` once; the driver then loops in the
 //! [door](door) and the host feeds it requests. The future is not spawned: the task making a
@@ -15,6 +17,7 @@
 //! The sandbox knows limits and mounts, never tenants or aliases.
 
 mod door;
+mod fs;
 pub mod limits;
 pub mod mounts;
 
@@ -25,16 +28,20 @@ use serde_json::value::RawValue;
 use std::future::Future;
 use std::pin::Pin;
 use tokio::sync::mpsc;
-use wasmtime::{InstancePre, Linker, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime::{
+    InstancePre, Linker, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap,
+    UpdateDeadline,
+};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::engine::Engine;
 use crate::protocol::{self, GuestError, GuestErrorKind, Op, Request, Response};
-pub use door::FrameTooLarge;
-use door::{Closed, Delivery, DoorState, GuestFrame};
+use door::{Closed, Delivery, DoorState, GuestFrame, Inspection, ToGuest};
+pub use door::{FrameTooLarge, MemoryReport};
+use fs::FsGuard;
 pub use limits::{LimitError, LimitOverrides, Limits, StartLimits};
-pub use mounts::Mounts;
+pub use mounts::{Mounts, Scratch, ToolMounts};
 
 /// How long past a deadline the host waits before it stops the guest itself. The epoch
 /// callback normally stops a computing guest within one tick; this catches guests blocked in
@@ -48,8 +55,51 @@ const MAX_RESULT_BYTES: usize = 8 << 20;
 /// Per-store data.
 pub struct GuestState {
     wasi: WasiP1Ctx,
-    limits: StoreLimits,
+    limits: MemoryCap,
     door: DoorState,
+    fs: FsGuard,
+}
+
+/// wasmtime's `StoreLimits`, remembering whether a memory growth was refused (the guest saw
+/// `MemoryError`): the door reports it, and the owner replaces the instance after that call,
+/// because linear memory never shrinks and a grown instance would hold its peak for good.
+struct MemoryCap {
+    inner: StoreLimits,
+    hit: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum)?;
+        self.hit |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
 }
 
 /// The epoch callback saw the call's deadline pass.
@@ -86,6 +136,8 @@ pub enum Outcome {
         stderr: String,
         fuel_used: u64,
         elapsed: Duration,
+        /// The call hit the memory cap: the instance lives but should be replaced.
+        memory_capped: bool,
     },
     /// The instance stopped; it must be replaced.
     Faulted { fault: Fault, elapsed: Duration },
@@ -117,6 +169,7 @@ impl Sandbox {
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut GuestState| &mut s.wasi)
             .map_err(anyhow::Error::from)
             .context("linking WASI")?;
+        fs::shadow(&mut linker).context("linking the file-system guard")?;
         linker
             .func_wrap_async("host", "call", |caller, args| {
                 Box::new(door::call(caller, args))
@@ -135,12 +188,14 @@ impl Sandbox {
         })
     }
 
-    pub fn mounts(&self) -> &Mounts {
-        &self.mounts
-    }
-
-    /// Starts an instance with the tool `module` (a checked Python module name) imported.
-    pub async fn spawn(&self, module: &str, limits: &Limits) -> Result<Instance, SpawnError> {
+    /// Starts an instance with the tool `module` (a checked Python module name) imported,
+    /// seeing the shared mounts and `tool`'s.
+    pub async fn spawn(
+        &self,
+        module: &str,
+        limits: &Limits,
+        tool: &ToolMounts,
+    ) -> Result<Instance, SpawnError> {
         let started = Instant::now();
         let (to_guest, from_host) = mpsc::channel(1);
         let (to_host, from_guest) = mpsc::channel(1);
@@ -149,6 +204,7 @@ impl Sandbox {
             .store(
                 module,
                 limits,
+                tool,
                 DoorState {
                     to_host,
                     from_host,
@@ -185,9 +241,11 @@ impl Sandbox {
         &self,
         module: &str,
         limits: &Limits,
+        tool: &ToolMounts,
         door: DoorState,
     ) -> anyhow::Result<Store<GuestState>> {
-        let wasi = self.wasi_ctx(module)?;
+        let wasi = self.wasi_ctx(module, tool)?;
+        let fs = FsGuard::new(tool.scratch.as_ref(), tool.max_open_files)?;
         let memory = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
         let store_limits = StoreLimitsBuilder::new()
             .memory_size(memory)
@@ -200,8 +258,12 @@ impl Sandbox {
             self.engine.wasmtime(),
             GuestState {
                 wasi,
-                limits: store_limits,
+                limits: MemoryCap {
+                    inner: store_limits,
+                    hit: false,
+                },
                 door,
+                fs,
             },
         );
         store.limiter(|s| &mut s.limits);
@@ -218,7 +280,7 @@ impl Sandbox {
         Ok(store)
     }
 
-    fn wasi_ctx(&self, module: &str) -> anyhow::Result<WasiP1Ctx> {
+    fn wasi_ctx(&self, module: &str, tool: &ToolMounts) -> anyhow::Result<WasiP1Ctx> {
         let driver = format!("{}/{}", mounts::DRIVER_GUEST, mounts::DRIVER_FILE);
         let mut builder = WasiCtxBuilder::new();
         builder
@@ -231,12 +293,18 @@ impl Sandbox {
         for (host, guest) in [
             (&m.stdlib, mounts::STDLIB_GUEST),
             (&m.driver, mounts::DRIVER_GUEST),
-            (&m.scripts, mounts::SCRIPTS_GUEST),
+            (&tool.scripts, mounts::SCRIPTS_GUEST),
         ] {
             builder
                 .preopened_dir(host, guest, FsPerms::ReadOnly)
                 .map_err(anyhow::Error::from)
                 .with_context(|| format!("mounting {} at {guest}", host.display()))?;
+        }
+        if let Some(scratch) = &tool.scratch {
+            builder
+                .preopened_dir(&scratch.dir, mounts::SCRATCH_GUEST, FsPerms::ReadWrite)
+                .map_err(anyhow::Error::from)
+                .context("mounting the scratch folder")?;
         }
         Ok(builder.build_p1())
     }
@@ -271,7 +339,7 @@ enum Received {
 
 /// A live guest. Dropping it stops the guest.
 pub struct Instance {
-    to_guest: mpsc::Sender<Delivery>,
+    to_guest: mpsc::Sender<ToGuest>,
     from_guest: mpsc::Receiver<GuestFrame>,
     /// `None` once the guest has ended or been stopped.
     guest: Option<GuestFuture>,
@@ -316,13 +384,32 @@ impl Instance {
             fuel: self.limits.fuel,
             deadline,
         };
-        if self.to_guest.try_send(delivery).is_err() {
+        if self.to_guest.try_send(ToGuest::Request(delivery)).is_err() {
             let fault = self.stopped_with().await;
             return self.faulted(fault, started);
         }
         match self.receive(deadline).await {
             Received::Frame(frame) => self.answer(id, frame, started),
             Received::Fault(fault) => self.faulted(fault, started),
+        }
+    }
+
+    /// Looks at the idle guest's linear memory from the host: its size, and whether `needle`
+    /// occurs in it. `None` if the guest is not alive or does not answer within ten seconds.
+    pub async fn inspect_memory(&mut self, needle: Vec<u8>) -> Option<MemoryReport> {
+        let (reply, report) = tokio::sync::oneshot::channel();
+        self.to_guest
+            .try_send(ToGuest::Inspect(Inspection { needle, reply }))
+            .ok()?;
+        let running = self.guest.as_mut()?;
+        tokio::select! {
+            biased;
+            report = report => report.ok(),
+            _ = running => {
+                self.guest = None;
+                None
+            }
+            () = tokio::time::sleep(Duration::from_secs(10)) => None,
         }
     }
 
@@ -370,6 +457,7 @@ impl Instance {
             stderr: response.stderr,
             fuel_used: frame.fuel_used,
             elapsed,
+            memory_capped: frame.memory_capped,
         }
     }
 

@@ -1,7 +1,10 @@
-//! What a guest may see of the host filesystem. Everything is read-only; nothing else is
-//! reachable (no preopen means no path).
+//! What a guest may see of the host filesystem: read-only mounts shared by every instance,
+//! the tool's own read-only scripts and, optionally, its writable scratch folder. Nothing
+//! else is reachable (no preopen means no path).
 
 use std::path::PathBuf;
+
+pub use super::fs::Scratch;
 
 /// Where the guest finds its standard library (`python3XY.zip`): fixed by the interpreter.
 pub const STDLIB_GUEST: &str = "/usr/local/lib";
@@ -9,6 +12,8 @@ pub const STDLIB_GUEST: &str = "/usr/local/lib";
 pub const DRIVER_GUEST: &str = "/scriptbox";
 /// Where the guest finds the tool scripts.
 pub const SCRIPTS_GUEST: &str = "/scripts";
+/// Where the guest finds its writable scratch folder.
+pub const SCRATCH_GUEST: &str = "/tmp";
 /// The driver's file name inside [`DRIVER_GUEST`].
 pub const DRIVER_FILE: &str = "_scriptbox_driver.py";
 /// argv[0] the interpreter expects.
@@ -21,6 +26,15 @@ pub struct Mounts {
     pub stdlib: PathBuf,
     /// The folder holding the driver, mounted at [`DRIVER_GUEST`].
     pub driver: PathBuf,
-    /// The tool scripts, mounted at [`SCRIPTS_GUEST`].
+}
+
+/// What one tool's instances see besides the shared mounts.
+#[derive(Debug, Clone)]
+pub struct ToolMounts {
+    /// The owner's scripts, mounted read-only at [`SCRIPTS_GUEST`].
     pub scripts: PathBuf,
+    /// A writable folder at [`SCRATCH_GUEST`], with quotas.
+    pub scratch: Option<Scratch>,
+    /// Files the guest may hold open at once (beyond stdio and the mounts).
+    pub max_open_files: u32,
 }

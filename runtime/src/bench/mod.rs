@@ -7,6 +7,10 @@
 //!   the reference for what the sandbox costs.
 //!
 //! Numbers, not assertions: the README records a run and the ratios.
+//!
+//! `scriptbox bench --hostile` runs the load check instead (see [`hostile`]).
+
+mod hostile;
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -18,7 +22,7 @@ use serde_json::value::RawValue;
 
 use crate::config::{Config, SOURCE_ROOT};
 use crate::engine::Engine;
-use crate::sandbox::{Mounts, Outcome, Sandbox};
+use crate::sandbox::{Mounts, Outcome, Sandbox, ToolMounts};
 use crate::server::Server;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -32,6 +36,19 @@ pub struct BenchArgs {
     /// Native interpreter for the reference run.
     #[arg(long, default_value = "python3")]
     pub python: String,
+    /// Run the load check instead: many clients, some of them hostile (see --clients,
+    /// --duration-s, --hostile-percent).
+    #[arg(long)]
+    pub hostile: bool,
+    /// Concurrent clients for the load check.
+    #[arg(long, default_value_t = 200)]
+    pub clients: usize,
+    /// Seconds of mixed traffic in the load check (the unloaded baseline runs a third as long).
+    #[arg(long, default_value_t = 60)]
+    pub duration_s: u64,
+    /// Share of the load check's calls that are hostile.
+    #[arg(long, default_value_t = 10)]
+    pub hostile_percent: u32,
 }
 
 /// Latency samples of one measurement.
@@ -54,11 +71,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.calls == 0 || args.concurrency == 0 {
         bail!("--calls and --concurrency must be above 0");
     }
+    if args.hostile {
+        return hostile::run(&args).await;
+    }
     let data = std::env::temp_dir().join(format!("scriptbox-bench-{}", std::process::id()));
     let config = Config {
         port: 0,
         scripts_dir: Path::new(SOURCE_ROOT).join("scripts"),
         data_dir: data.clone(),
+        // a measurement, not a tenant: no request-rate quota in the way
+        quotas: crate::config::Quotas {
+            requests_per_second: 1_000_000,
+            burst: 1_000_000,
+            ..Default::default()
+        },
         ..Config::default()
     };
     let engine = crate::server::load_engine(&config).await?;
@@ -86,11 +112,15 @@ async fn in_process(config: &Config, engine: Engine, calls: usize) -> anyhow::Re
     let mounts = Mounts {
         stdlib: config.stdlib_dir(),
         driver: crate::guest::install_driver(&config.data_dir)?,
+    };
+    let tool = ToolMounts {
         scripts: config.scripts_dir.canonicalize()?,
+        scratch: None,
+        max_open_files: config.quotas.max_open_files,
     };
     let sandbox = Sandbox::new(engine, mounts, config.start)?;
     let mut instance = sandbox
-        .spawn("my_calc", &config.limits)
+        .spawn("my_calc", &config.limits, &tool)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let (args, kwargs) = args_raw(2)?;
@@ -193,14 +223,14 @@ async fn http_parallel(
 
 /// One keep-alive HTTP/1 connection driven by hyper directly: the leanest client, so the
 /// table shows the server's cost rather than a client pool's.
-struct RawClient {
+pub(crate) struct RawClient {
     send: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
     host: String,
     _conn: tokio::task::JoinHandle<()>,
 }
 
 impl RawClient {
-    async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<Self> {
+    pub(crate) async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<Self> {
         let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (send, conn) =
@@ -222,19 +252,30 @@ impl RawClient {
         path: &str,
         body: &'static str,
     ) -> anyhow::Result<bool> {
+        let (status, _) = self
+            .exchange(method, path, bytes::Bytes::from_static(body.as_bytes()))
+            .await?;
+        Ok((200..300).contains(&status))
+    }
+
+    /// Sends one request; returns the status and the body.
+    pub(crate) async fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: bytes::Bytes,
+    ) -> anyhow::Result<(u16, bytes::Bytes)> {
         use http_body_util::BodyExt as _;
         self.send.ready().await?;
         let request = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header("host", self.host.as_str())
-            .body(http_body_util::Full::new(bytes::Bytes::from_static(
-                body.as_bytes(),
-            )))?;
+            .body(http_body_util::Full::new(body))?;
         let response = self.send.send_request(request).await?;
-        let ok = response.status().is_success();
-        let _ = response.into_body().collect().await?;
-        Ok(ok)
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, body))
     }
 }
 

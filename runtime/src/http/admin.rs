@@ -1,0 +1,42 @@
+//! `/admin/*`: routes for the `admin` role only.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::State;
+use serde::Serialize;
+
+use super::audit;
+use super::auth::{Caller, require_admin};
+use super::envelope::Data as Success;
+use super::error::ApiError;
+use crate::config::Role;
+use crate::tenants::Tenants;
+
+#[derive(Serialize)]
+pub struct TenantSummary {
+    id: String,
+    role: Role,
+    tools: usize,
+    calls_in_flight: usize,
+}
+
+/// `GET /admin/tenants`: every tenant with its loaded tools and calls in flight.
+pub async fn tenants(
+    State(tenants): State<Arc<Tenants>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Success<Vec<TenantSummary>>, ApiError> {
+    require_admin(&caller)?;
+    audit::admin_action(&caller.0.id, "list_tenants");
+    Ok(Success(
+        tenants
+            .all()
+            .map(|t| TenantSummary {
+                id: t.id.clone(),
+                role: t.role,
+                tools: t.registry.list().len(),
+                calls_in_flight: t.registry.calls_in_flight(),
+            })
+            .collect(),
+    ))
+}
