@@ -119,8 +119,19 @@ async fn an_oversized_body_is_refused_before_parsing() {
         r#"{{"alias":"calc","function_name":"add","args":["{}"]}}"#,
         "x".repeat(200 << 10)
     );
-    let (status, body) = server.post_raw("/python/call", big).await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    let response = server
+        .request(reqwest::Method::POST, "/python/call")
+        .body(big)
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // the rest of the body was never read: the connection must not carry another request
+    assert_eq!(
+        response.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
+    let body: serde_json::Value = response.json().await.expect("json");
     assert_eq!(code(&body), "payload_too_large");
     still_serves(&server).await;
 }

@@ -38,7 +38,8 @@ where
                     StatusCode::REQUEST_TIMEOUT,
                     "body_timeout",
                     "the request body did not arrive in time",
-                ));
+                )
+                .closing());
             }
             Ok(Err(err)) if is_length_limit(&err) => {
                 return Err(ApiError::new(
@@ -48,12 +49,13 @@ where
                         "request body is larger than this key may send ({} bytes)",
                         limits.max_bytes
                     ),
-                ));
+                )
+                .closing());
             }
             Ok(Err(err)) => {
-                return Err(
-                    ApiError::bad_request("the request body could not be read").with_cause(err)
-                );
+                return Err(ApiError::bad_request("the request body could not be read")
+                    .with_cause(err)
+                    .closing());
             }
             Ok(Ok(bytes)) => bytes,
         };

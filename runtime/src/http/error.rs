@@ -17,6 +17,9 @@ pub struct ApiError {
     /// Logged, never sent.
     pub cause: Option<String>,
     pub retry_after_s: Option<u32>,
+    /// Answer with `Connection: close`: the request body was left unread, so the connection
+    /// cannot carry another request (a client that reused it would see a broken reply).
+    pub close_connection: bool,
 }
 
 impl ApiError {
@@ -28,6 +31,7 @@ impl ApiError {
             details: json!({}),
             cause: None,
             retry_after_s: None,
+            close_connection: false,
         }
     }
 
@@ -56,6 +60,12 @@ impl ApiError {
             "internal error; the server log has the details under this request id",
         )
         .with_cause(cause)
+    }
+
+    /// See [`ApiError::close_connection`].
+    pub fn closing(mut self) -> Self {
+        self.close_connection = true;
+        self
     }
 
     pub fn busy() -> Self {
@@ -91,6 +101,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.close_connection {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }
