@@ -16,6 +16,12 @@ Frames are JSON objects (protocol version 1; runtime/src/protocol/ holds the hos
 
     host -> guest   {"v": 1, "id": N, "op": "call", "function": str, "args": [...],
                      "kwargs": {...}, "output_cap": int}
+                    other ops, each with "output_cap" too:
+                    {"op": "get_variable", "name": str}
+                    {"op": "set_variable", "name": str, "value": <json>}
+                    {"op": "functions"}
+                    {"op": "eval", "expression": str}
+                    {"op": "exec", "code": str}
     guest -> host   {"v": 1, "id": N, "ok": true, "result": <json>, "stdout": str, "stderr": str}
                     {"v": 1, "id": N, "ok": false, "error": {"kind", "type", "message",
                      "traceback"}, "stdout": str, "stderr": str}
@@ -229,7 +235,10 @@ class Driver:
         op = request.get("op")
         if op == "call":
             return self.call(request)
-        return error_frame("bad_request", message="unknown op " + repr(op))
+        handler = self._OPS.get(op)
+        if handler is None:
+            return error_frame("bad_request", message="unknown op " + repr(op))
+        return handler(self, request)
 
     def call(self, request):
         name = request.get("function")
@@ -243,6 +252,64 @@ class Driver:
             return error_frame("python_exception", exc, tb=exc.__traceback__)
         if fn is None or not callable(fn):
             return error_frame("not_found", message="no function named " + repr(name) + " in the tool")
+        return self.captured(request, lambda: fn(*args, **kwargs))
+
+    # The other ops. Each runs under the same capture and budget as a call; the host has
+    # checked names against its grammar, the driver checks them again.
+
+    def get_variable(self, request):
+        name = request.get("name")
+        if not _variable_name(name):
+            return error_frame("bad_request", message="bad variable name")
+        namespace = self.module.__dict__
+        if name not in namespace:
+            return error_frame("not_found", message="no variable named " + repr(name) + " in the tool")
+        return self.captured(request, lambda: namespace[name])
+
+    def set_variable(self, request):
+        name = request.get("name")
+        if not _variable_name(name):
+            return error_frame("bad_request", message="bad variable name")
+        value = request.get("value")
+
+        def assign():
+            setattr(self.module, name, value)
+            return None
+
+        return self.captured(request, assign)
+
+    def functions(self, request):
+        return self.captured(request, lambda: describe_functions(self.module))
+
+    def eval_expression(self, request):
+        expression = request.get("expression")
+        if type(expression) is not str:
+            return error_frame("bad_request", message="expression must be a string")
+        namespace = self.module.__dict__
+        return self.captured(request, lambda: eval(compile(expression, "<eval>", "eval"), namespace))
+
+    def exec_code(self, request):
+        code = request.get("code")
+        if type(code) is not str:
+            return error_frame("bad_request", message="code must be a string")
+        namespace = self.module.__dict__
+
+        def run():
+            exec(compile(code, "<inject>", "exec"), namespace)
+            return None
+
+        return self.captured(request, run)
+
+    _OPS = {
+        "get_variable": get_variable,
+        "set_variable": set_variable,
+        "functions": functions,
+        "eval": eval_expression,
+        "exec": exec_code,
+    }
+
+    def captured(self, request, work):
+        """Runs work() with print() captured under the request's cap; the frame for its result."""
         budget, out, err = self.budget, self.out, self.err
         budget.reset(request.get("output_cap", DEFAULT_OUTPUT_CAP))
         out.reset()
@@ -251,7 +318,7 @@ class Driver:
         sys.stdout, sys.stderr = out, err
         try:
             try:
-                value = fn(*args, **kwargs)
+                value = work()
                 frame = {"ok": True, "result": to_json(value)}
             except Unserializable as exc:
                 frame = error_frame("unserializable_result", message="result is not JSON-representable: " + exc.what)
@@ -266,6 +333,64 @@ class Driver:
         frame["stdout"] = out.value()
         frame["stderr"] = err.value()
         return frame
+
+
+def _variable_name(name):
+    """A module variable a client may read or write: an identifier, not a dunder."""
+    return type(name) is str and name.isidentifier() and not name.startswith("__")
+
+
+def _json_default(value):
+    """A parameter default as JSON if it converts, else None with its repr beside it."""
+    try:
+        return to_json(value), None
+    except Unserializable:
+        try:
+            return None, repr(value)[:200]
+        except BaseException:
+            return None, "<unrepresentable>"
+
+
+def _annotation(annotation):
+    import inspect
+
+    if annotation is inspect.Parameter.empty:
+        return None
+    if isinstance(annotation, type):
+        return annotation.__qualname__
+    return str(annotation)[:200]
+
+
+def describe_functions(module):
+    """Each public callable of the tool with its signature, parameters and docstring."""
+    import inspect
+
+    described = []
+    for name in sorted(vars(module)):
+        if name.startswith("_"):
+            continue
+        fn = vars(module)[name]
+        if not callable(fn) or inspect.ismodule(fn):
+            continue
+        if isinstance(fn, type) or getattr(fn, "__module__", None) != module.__name__:
+            continue  # classes and imported helpers are not the tool's functions
+        entry = {"name": name, "doc": inspect.getdoc(fn), "signature": None, "parameters": []}
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):
+            described.append(entry)
+            continue
+        entry["signature"] = name + str(sig)[:1000]
+        entry["returns"] = _annotation(sig.return_annotation)
+        for p in sig.parameters.values():
+            param = {"name": p.name, "kind": p.kind.name.lower(), "annotation": _annotation(p.annotation)}
+            if p.default is not inspect.Parameter.empty:
+                param["default"], repr_text = _json_default(p.default)
+                if repr_text is not None:
+                    param["default_repr"] = repr_text
+            entry["parameters"].append(param)
+        described.append(entry)
+    return described
 
 
 def _refuse(obj):

@@ -6,4 +6,5 @@ mod fetch;
 mod guide;
 mod lifecycle;
 mod limits;
+mod namespace;
 mod sandbox;

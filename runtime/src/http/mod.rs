@@ -7,6 +7,7 @@ mod auth;
 mod body;
 mod envelope;
 mod error;
+mod namespace;
 mod python;
 
 use std::sync::Arc;
@@ -42,6 +43,11 @@ pub fn router(state: AppState) -> Router {
         .route("/reload", post(python::reload))
         .route("/list", get(python::list))
         .route("/call", post(python::call))
+        .route("/getVariable", post(namespace::get_variable))
+        .route("/setVariable", post(namespace::set_variable))
+        .route("/functions", post(namespace::functions))
+        .route("/eval", post(namespace::eval))
+        .route("/inject", post(namespace::inject))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

@@ -100,7 +100,7 @@ pub async fn list(Extension(Caller(tenant)): Authed) -> Success<ListData> {
 
 #[derive(Serialize)]
 pub struct CallData {
-    result: Box<RawValue>,
+    pub(super) result: Box<RawValue>,
     stdout: String,
     stderr: String,
     fuel_used: u64,
@@ -166,20 +166,26 @@ fn nesting_depth(text: &str) -> usize {
     deepest
 }
 
+/// Checks that a raw JSON value is nested at most [`MAX_ARG_DEPTH`] deep.
+pub(super) fn check_depth(raw: &RawValue, name: &str) -> Result<(), ApiError> {
+    if nesting_depth(raw.get()) > MAX_ARG_DEPTH {
+        return Err(ApiError::bad_request(format!(
+            "{name} is nested deeper than {MAX_ARG_DEPTH} levels"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks that a raw JSON value is an array (or object) nested at most [`MAX_ARG_DEPTH`]
 /// deep, without parsing it into a tree.
-fn json_kind(
+pub(super) fn json_kind(
     value: Option<Box<RawValue>>,
     open: char,
     name: &str,
     kind: &str,
 ) -> Result<Option<Box<RawValue>>, ApiError> {
-    if let Some(raw) = &value
-        && nesting_depth(raw.get()) > MAX_ARG_DEPTH
-    {
-        return Err(ApiError::bad_request(format!(
-            "{name} is nested deeper than {MAX_ARG_DEPTH} levels"
-        )));
+    if let Some(raw) = &value {
+        check_depth(raw, name)?;
     }
     match value {
         Some(raw) if raw.get().trim_start().starts_with(open) => Ok(Some(raw)),
@@ -195,7 +201,7 @@ fn millis(elapsed: std::time::Duration) -> f64 {
     (elapsed.as_secs_f64() * 1e6).round() / 1e3
 }
 
-fn call_result(
+pub(super) fn call_result(
     report: CallReport,
     alias: &str,
     function: &str,

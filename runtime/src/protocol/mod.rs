@@ -16,19 +16,30 @@ pub struct Request<'a> {
     pub v: u32,
     pub id: u64,
     #[serde(flatten)]
-    pub op: Op<'a>,
+    pub op: &'a Op,
     pub output_cap: u64,
 }
 
-/// What the guest is asked to do.
-#[derive(Debug, Serialize)]
+/// What the guest is asked to do. Every op runs under the call's limits.
+#[derive(Debug, Clone, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
-pub enum Op<'a> {
+pub enum Op {
+    /// `function(*args, **kwargs)`.
     Call {
-        function: &'a str,
-        args: &'a RawValue,
-        kwargs: &'a RawValue,
+        function: String,
+        args: Box<RawValue>,
+        kwargs: Box<RawValue>,
     },
+    /// A module-level variable's value.
+    GetVariable { name: String },
+    /// Assigns a module-level variable.
+    SetVariable { name: String, value: Box<RawValue> },
+    /// The tool's public functions, with signatures and docstrings.
+    Functions,
+    /// Evaluates an expression in the tool's namespace.
+    Eval { expression: String },
+    /// Executes statements in the tool's namespace.
+    Exec { code: String },
 }
 
 /// A response frame, guest to host. The guest is untrusted: every field is checked by the

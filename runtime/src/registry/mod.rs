@@ -25,12 +25,12 @@ use serde_json::value::RawValue;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::protocol::GuestError;
+use crate::protocol::{GuestError, Op};
 use crate::sandbox::{
     Fault, Instance, LimitError, LimitOverrides, Limits, Outcome, Sandbox, Scratch, SpawnError,
     ToolMounts,
 };
-pub use names::{NameError, check_alias, check_function, check_script};
+pub use names::{NameError, check_alias, check_function, check_script, check_variable};
 
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -326,16 +326,24 @@ impl Registry {
         kwargs: Box<RawValue>,
     ) -> Result<CallReport, RegistryError> {
         check_function(function)?;
+        self.run(
+            alias,
+            Op::Call {
+                function: function.to_owned(),
+                args,
+                kwargs,
+            },
+        )
+        .await
+    }
+
+    /// Runs `op` in the tool loaded as `alias`, under its call limits and this owner's call
+    /// quotas. Names inside `op` must have been checked by the caller.
+    pub async fn run(&self, alias: &str, op: Op) -> Result<CallReport, RegistryError> {
         let tool = self.get(alias)?;
         let permits = self.admit_call()?;
         let (reply, answer) = oneshot::channel();
-        tool.submit(Job::Call {
-            function: function.to_owned(),
-            args,
-            kwargs,
-            reply,
-            permits,
-        })?;
+        tool.submit(Job::Run { op, reply, permits })?;
         answer.await.map_err(|_| RegistryError::Unloaded)?
     }
 
@@ -417,10 +425,8 @@ impl Drop for Reservation<'_> {
 }
 
 enum Job {
-    Call {
-        function: String,
-        args: Box<RawValue>,
-        kwargs: Box<RawValue>,
+    Run {
+        op: Op,
         reply: oneshot::Sender<Result<CallReport, RegistryError>>,
         permits: CallPermits,
     },
@@ -508,14 +514,8 @@ impl Actor {
     async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
         while let Some(job) = jobs.recv().await {
             match job {
-                Job::Call {
-                    function,
-                    args,
-                    kwargs,
-                    reply,
-                    permits,
-                } => {
-                    let result = self.call(&function, &args, &kwargs).await;
+                Job::Run { op, reply, permits } => {
+                    let result = self.call(&op).await;
                     let replace = self.instance.is_none();
                     let _ = reply.send(result);
                     if replace {
@@ -534,12 +534,7 @@ impl Actor {
         }
     }
 
-    async fn call(
-        &mut self,
-        function: &str,
-        args: &RawValue,
-        kwargs: &RawValue,
-    ) -> Result<CallReport, RegistryError> {
+    async fn call(&mut self, op: &Op) -> Result<CallReport, RegistryError> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let mut state_reset = false;
         if self.instance.is_none() {
@@ -551,7 +546,7 @@ impl Actor {
         let Some(instance) = self.instance.as_mut() else {
             unreachable!("an instance was just ensured");
         };
-        let outcome = instance.call(function, args, kwargs).await;
+        let outcome = instance.run(op).await;
         let replace = match &outcome {
             Outcome::Faulted { fault, .. } => {
                 tracing::info!(alias = %self.alias, %fault, "instance stopped; respawning from the snapshot");

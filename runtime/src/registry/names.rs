@@ -24,6 +24,8 @@ pub enum NameError {
     Keyword { what: &'static str },
     #[error("function_name may not start with an underscore (private names are not callable)")]
     Private,
+    #[error("variable_name may not start with two underscores (interpreter internals)")]
+    Dunder,
 }
 
 const KEYWORDS: &[&str] = &[
@@ -85,6 +87,16 @@ pub fn check_function(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// A module variable a client may read or write: an identifier, not a dunder (`__dict__`,
+/// `__builtins__` and friends are the interpreter's, not the tool's).
+pub fn check_variable(name: &str) -> Result<(), NameError> {
+    check_identifier("variable_name", name)?;
+    if name.starts_with("__") {
+        return Err(NameError::Dunder);
+    }
+    Ok(())
+}
+
 /// Whether `<dir>/<name>.py` or `<dir>/<name>/__init__.py` is a regular file (a symlink
 /// counts only if it resolves inside `dir`, which the guest's read-only mount enforces too).
 pub fn script_exists(dir: &Path, name: &str) -> bool {
@@ -136,5 +148,9 @@ mod tests {
         assert!(check_function("add").is_ok());
         assert_eq!(check_function("__init__"), Err(NameError::Private));
         assert!(check_function("os.system").is_err());
+        assert!(check_variable("counter").is_ok());
+        assert!(check_variable("_cache").is_ok());
+        assert_eq!(check_variable("__builtins__"), Err(NameError::Dunder));
+        assert!(check_variable("a.b").is_err());
     }
 }

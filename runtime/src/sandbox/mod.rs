@@ -356,17 +356,23 @@ impl Instance {
     /// Calls `function(*args, **kwargs)` in the tool. `args` must be a JSON array and
     /// `kwargs` a JSON object (the HTTP layer checks both).
     pub async fn call(&mut self, function: &str, args: &RawValue, kwargs: &RawValue) -> Outcome {
+        let op = Op::Call {
+            function: function.to_owned(),
+            args: args.to_owned(),
+            kwargs: kwargs.to_owned(),
+        };
+        self.run(&op).await
+    }
+
+    /// Runs one request in the tool under the call limits.
+    pub async fn run(&mut self, op: &Op) -> Outcome {
         let started = Instant::now();
         let id = self.next_id;
         self.next_id += 1;
         let request = Request {
             v: protocol::PROTOCOL_VERSION,
             id,
-            op: Op::Call {
-                function,
-                args,
-                kwargs,
-            },
+            op,
             output_cap: self.limits.output_bytes,
         };
         let frame = match serde_json::to_vec(&request) {
