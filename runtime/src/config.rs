@@ -162,6 +162,10 @@ pub struct Quotas {
     pub scratch_files: u64,
     /// Files one instance may hold open at once.
     pub max_open_files: u32,
+    /// `callAsync` jobs kept at once, running or finished; past it 429 `too_many_jobs`.
+    pub max_jobs: usize,
+    /// How long a finished job's result is kept.
+    pub job_ttl_s: u64,
 }
 
 impl Default for Quotas {
@@ -175,6 +179,8 @@ impl Default for Quotas {
             scratch_bytes: 64 << 20,
             scratch_files: 1000,
             max_open_files: 64,
+            max_jobs: 256,
+            job_ttl_s: 600,
         }
     }
 }
@@ -404,6 +410,9 @@ fn validate_quotas(q: &Quotas) -> anyhow::Result<()> {
     }
     if q.scratch_bytes > 0 && q.scratch_files == 0 {
         bail!("scratch_files must be above 0 when scratch_bytes is");
+    }
+    if q.max_jobs == 0 || q.job_ttl_s == 0 {
+        bail!("max_jobs and job_ttl_s must be above 0");
     }
     if !(16..=4096).contains(&q.max_open_files) {
         bail!("max_open_files must be between 16 and 4096");

@@ -10,6 +10,7 @@
 //! * [`server`] — assembles the parts and serves a listener until shutdown.
 //! * [`tenants`] — API keys (SHA-256 digests) -> tenant; each tenant owns a registry, a rate
 //!   limiter and a body limit. Failed key checks are counted per client address.
+//! * [`jobs`] — `callAsync` jobs: a bounded, expiring table per tenant.
 //! * [`registry`] — one owner's loaded tools: alias -> actor with a bounded queue and one
 //!   instance; tool and call quotas; scratch folders.
 //! * [`sandbox`] — one guest instance: WASI context (deny by default), mounts, the
@@ -28,6 +29,7 @@ pub mod config;
 pub mod engine;
 pub mod guest;
 pub mod http;
+pub mod jobs;
 pub mod protocol;
 pub mod registry;
 pub mod sandbox;

@@ -4,6 +4,7 @@ mod bad_input;
 mod engine_cache;
 mod fetch;
 mod guide;
+mod jobs;
 mod lifecycle;
 mod limits;
 mod namespace;

@@ -69,6 +69,20 @@ pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
 /// A success envelope around `data`.
 pub struct Data<T>(pub T);
 
+/// A success envelope with a status other than 200 (202 for accepted work).
+pub struct DataWith<T>(pub StatusCode, pub T);
+
+impl<T: Serialize> IntoResponse for DataWith<T> {
+    fn into_response(self) -> Response {
+        let body = Success {
+            success: true,
+            request_id: current_request_id(),
+            data: self.1,
+        };
+        json_response(self.0, &body)
+    }
+}
+
 /// Serialised straight to bytes (not through `serde_json::Value`), so raw JSON results keep
 /// integers of any size exact.
 #[derive(Serialize)]

@@ -79,6 +79,13 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The client-facing part, `{code, message, details}`, as stored for a job.
+    pub fn public_json(&self) -> Value {
+        json!({"code": self.code, "message": self.message, "details": self.details})
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let request_id = current_request_id();

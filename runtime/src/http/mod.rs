@@ -7,6 +7,7 @@ mod auth;
 mod body;
 mod envelope;
 mod error;
+mod jobs;
 mod namespace;
 mod python;
 
@@ -48,6 +49,8 @@ pub fn router(state: AppState) -> Router {
         .route("/functions", post(namespace::functions))
         .route("/eval", post(namespace::eval))
         .route("/inject", post(namespace::inject))
+        .route("/callAsync", post(jobs::call_async))
+        .route("/jobs/{id}", get(jobs::get_job).delete(jobs::delete_job))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

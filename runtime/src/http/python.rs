@@ -108,19 +108,30 @@ pub struct CallData {
     state_reset: bool,
 }
 
+/// A call body's parts, checked: alias, function name, args (an array) and kwargs (an
+/// object), each argument nested at most [`MAX_ARG_DEPTH`] deep.
+pub(super) fn checked_call(
+    body: CallBody,
+) -> Result<(String, String, Box<RawValue>, Box<RawValue>), ApiError> {
+    crate::registry::check_function(&body.function_name)
+        .map_err(|err| ApiError::bad_request(err.to_string()))?;
+    let args = json_kind(body.args, '[', "args", "array")?.unwrap_or_else(protocol::empty_array);
+    let kwargs =
+        json_kind(body.kwargs, '{', "kwargs", "object")?.unwrap_or_else(protocol::empty_object);
+    Ok((body.alias, body.function_name, args, kwargs))
+}
+
 pub async fn call(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<CallBody>,
 ) -> Result<Success<CallData>, ApiError> {
-    let args = json_kind(body.args, '[', "args", "array")?.unwrap_or_else(protocol::empty_array);
-    let kwargs =
-        json_kind(body.kwargs, '{', "kwargs", "object")?.unwrap_or_else(protocol::empty_object);
+    let (alias, function, args, kwargs) = checked_call(body)?;
     let report = tenant
         .registry
-        .call(&body.alias, &body.function_name, args, kwargs)
+        .call(&alias, &function, args, kwargs)
         .await
         .map_err(|err| registry_error(&tenant.id, err))?;
-    let answer = call_result(report, &body.alias, &body.function_name);
+    let answer = call_result(report, &alias, &function);
     if let Err(err) = &answer
         && LIMIT_CODES.contains(&err.code)
     {
@@ -335,6 +346,10 @@ fn fault_error(fault: &Fault) -> ApiError {
             "guest_crashed",
             "the tool's interpreter stopped abnormally; the tool's state was reset",
         ),
+        Fault::Cancelled => (
+            "cancelled",
+            "the call was cancelled and its instance stopped; the tool's state was reset",
+        ),
     };
     ApiError::new(unprocessable, code, message).with_cause(clip(&fault.to_string()))
 }
@@ -418,7 +433,9 @@ fn start_reason(fault: &Fault) -> &'static str {
         Fault::DeadlineExceeded => "importing it passed the start deadline",
         Fault::OutputLimit => "its first response passed the output cap",
         Fault::Exited(_) => "the interpreter exited while importing it",
-        Fault::Trapped(_) | Fault::Protocol(_) => "the interpreter stopped abnormally",
+        Fault::Trapped(_) | Fault::Protocol(_) | Fault::Cancelled => {
+            "the interpreter stopped abnormally"
+        }
     }
 }
 

@@ -340,11 +340,33 @@ impl Registry {
     /// Runs `op` in the tool loaded as `alias`, under its call limits and this owner's call
     /// quotas. Names inside `op` must have been checked by the caller.
     pub async fn run(&self, alias: &str, op: Op) -> Result<CallReport, RegistryError> {
+        self.run_cancellable(alias, op, None).await
+    }
+
+    /// As [`Registry::run`]; a message on `cancel` stops the guest mid-call (the instance is
+    /// replaced and the call answered [`Fault::Cancelled`]). Dropping the sender does not
+    /// cancel.
+    pub async fn run_cancellable(
+        &self,
+        alias: &str,
+        op: Op,
+        cancel: Option<oneshot::Receiver<()>>,
+    ) -> Result<CallReport, RegistryError> {
         let tool = self.get(alias)?;
         let permits = self.admit_call()?;
         let (reply, answer) = oneshot::channel();
-        tool.submit(Job::Run { op, reply, permits })?;
+        tool.submit(Job::Run {
+            op,
+            reply,
+            permits,
+            cancel,
+        })?;
         answer.await.map_err(|_| RegistryError::Unloaded)?
+    }
+
+    /// Whether `alias` is loaded (for requests answered before their work is done).
+    pub fn contains(&self, alias: &str) -> bool {
+        self.get(alias).is_ok()
     }
 
     /// Loaded tools, by alias.
@@ -429,6 +451,7 @@ enum Job {
         op: Op,
         reply: oneshot::Sender<Result<CallReport, RegistryError>>,
         permits: CallPermits,
+        cancel: Option<oneshot::Receiver<()>>,
     },
     Reload {
         reply: oneshot::Sender<Result<(), RegistryError>>,
@@ -514,8 +537,13 @@ impl Actor {
     async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
         while let Some(job) = jobs.recv().await {
             match job {
-                Job::Run { op, reply, permits } => {
-                    let result = self.call(&op).await;
+                Job::Run {
+                    op,
+                    reply,
+                    permits,
+                    cancel,
+                } => {
+                    let result = self.call(&op, cancel).await;
                     let replace = self.instance.is_none();
                     let _ = reply.send(result);
                     if replace {
@@ -534,7 +562,11 @@ impl Actor {
         }
     }
 
-    async fn call(&mut self, op: &Op) -> Result<CallReport, RegistryError> {
+    async fn call(
+        &mut self,
+        op: &Op,
+        cancel: Option<oneshot::Receiver<()>>,
+    ) -> Result<CallReport, RegistryError> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let mut state_reset = false;
         if self.instance.is_none() {
@@ -546,7 +578,24 @@ impl Actor {
         let Some(instance) = self.instance.as_mut() else {
             unreachable!("an instance was just ensured");
         };
-        let outcome = instance.run(op).await;
+        let started = std::time::Instant::now();
+        let outcome = match cancel {
+            None => instance.run(op).await,
+            Some(cancel) => {
+                let cancelled = async {
+                    if cancel.await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                tokio::select! {
+                    outcome = instance.run(op) => outcome,
+                    () = cancelled => Outcome::Faulted {
+                        fault: Fault::Cancelled,
+                        elapsed: started.elapsed(),
+                    },
+                }
+            }
+        };
         let replace = match &outcome {
             Outcome::Faulted { fault, .. } => {
                 tracing::info!(alias = %self.alias, %fault, "instance stopped; respawning from the snapshot");

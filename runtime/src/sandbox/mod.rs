@@ -122,6 +122,8 @@ pub enum Fault {
     Trapped(String),
     #[error("the guest broke the protocol: {0}")]
     Protocol(String),
+    #[error("the call was cancelled")]
+    Cancelled,
 }
 
 /// What one call produced.

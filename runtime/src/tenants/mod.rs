@@ -24,6 +24,7 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use crate::config::{Config, LOCAL_TENANT, Quotas, Role, parse_key_hash};
+use crate::jobs::Jobs;
 use crate::registry::{Registry, ScratchQuota, Settings, Shared};
 use crate::sandbox::{LimitOverrides, Limits, Sandbox};
 use failures::FailureWindow;
@@ -35,6 +36,8 @@ pub struct Tenant {
     pub registry: Arc<Registry>,
     /// The largest request body this tenant may send.
     pub max_body_bytes: usize,
+    /// The tenant's `callAsync` jobs.
+    pub jobs: Jobs,
     rate: DefaultDirectRateLimiter,
 }
 
@@ -245,6 +248,7 @@ fn make_tenant(
         role,
         registry: Arc::new(registry),
         max_body_bytes: quotas.max_body_bytes,
+        jobs: Jobs::new(quotas.max_jobs, Duration::from_secs(quotas.job_ttl_s)),
         rate: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
     })
 }

@@ -1,0 +1,129 @@
+//! `/python/callAsync` and `/python/jobs/{id}`: calls that answer at once (202 with a
+//! `job_id`) and are read, or cancelled, later. A cancelled job's guest is stopped mid-call.
+
+use axum::Extension;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::body::JsonBody;
+use super::envelope::{Data as Success, DataWith};
+use super::error::ApiError;
+use super::python::{Authed, CallBody, call_result, checked_call, registry_error};
+use crate::jobs::{JobError, JobStatus, JobView};
+use crate::protocol::Op;
+
+#[derive(Serialize)]
+pub struct Accepted {
+    job_id: String,
+    status: JobStatus,
+}
+
+/// `POST /python/callAsync`: as `call`, answered at once with a job id.
+pub async fn call_async(
+    Extension(super::auth::Caller(tenant)): Authed,
+    JsonBody(body): JsonBody<CallBody>,
+) -> Result<DataWith<Accepted>, ApiError> {
+    let (alias, function, args, kwargs) = checked_call(body)?;
+    if !tenant.registry.contains(&alias) {
+        return Err(ApiError::not_found("no tool is loaded under that alias"));
+    }
+    let (job_id, cancel) = tenant.jobs.start(&alias, &function).map_err(job_error)?;
+    let task_tenant = std::sync::Arc::clone(&tenant);
+    let id = job_id.clone();
+    tokio::spawn(async move {
+        let op = Op::Call {
+            function: function.clone(),
+            args,
+            kwargs,
+        };
+        let report = task_tenant
+            .registry
+            .run_cancellable(&alias, op, Some(cancel))
+            .await;
+        let answer = match report {
+            Ok(report) => call_result(report, &alias, &function).map(|Success(data)| data),
+            Err(err) => Err(registry_error(&task_tenant.id, err)),
+        };
+        let stored = match answer {
+            Ok(data) => raw(&data).map(Ok),
+            Err(err) => {
+                if let Some(cause) = &err.cause {
+                    tracing::info!(job = %id, code = err.code, %cause, "async call failed");
+                }
+                raw(&err.public_json()).map(Err)
+            }
+        };
+        match stored {
+            Some(outcome) => task_tenant.jobs.finish(&id, outcome),
+            None => tracing::error!(job = %id, "an async call's answer could not be stored"),
+        }
+    });
+    Ok(DataWith(
+        StatusCode::ACCEPTED,
+        Accepted {
+            job_id,
+            status: JobStatus::Running,
+        },
+    ))
+}
+
+fn raw(value: &impl Serialize) -> Option<Box<RawValue>> {
+    serde_json::to_string(value)
+        .ok()
+        .and_then(|text| RawValue::from_string(text).ok())
+}
+
+fn job_error(err: JobError) -> ApiError {
+    match err {
+        JobError::Full(max) => {
+            let mut api = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_jobs",
+                format!("this key already has {max} jobs; read or delete finished ones"),
+            );
+            api.retry_after_s = Some(1);
+            api
+        }
+        JobError::NotFound => ApiError::not_found("no such job (finished jobs expire)"),
+    }
+}
+
+/// Job ids are 32 lowercase hex digits; anything else is simply not found.
+fn checked_id(id: &str) -> Result<&str, ApiError> {
+    if id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        Ok(id)
+    } else {
+        Err(job_error(JobError::NotFound))
+    }
+}
+
+/// `GET /python/jobs/{id}`.
+pub async fn get_job(
+    Extension(super::auth::Caller(tenant)): Authed,
+    Path(id): Path<String>,
+) -> Result<Success<JobView>, ApiError> {
+    tenant
+        .jobs
+        .get(checked_id(&id)?)
+        .map(Success)
+        .map_err(job_error)
+}
+
+/// `DELETE /python/jobs/{id}`: cancels a running job (its guest is stopped and the tool's
+/// instance replaced) or forgets a finished one.
+pub async fn delete_job(
+    Extension(super::auth::Caller(tenant)): Authed,
+    Path(id): Path<String>,
+) -> Result<Success<JobView>, ApiError> {
+    tenant
+        .jobs
+        .cancel(checked_id(&id)?)
+        .map(Success)
+        .map_err(job_error)
+}
