@@ -4,6 +4,7 @@
 mod admin;
 mod audit;
 mod auth;
+mod batch;
 mod body;
 mod envelope;
 mod error;
@@ -50,6 +51,8 @@ pub fn router(state: AppState) -> Router {
         .route("/eval", post(namespace::eval))
         .route("/inject", post(namespace::inject))
         .route("/callAsync", post(jobs::call_async))
+        .route("/batchExecute", post(batch::batch_execute))
+        .route("/setErrorHandlingStrategy", post(batch::set_strategy))
         .route("/jobs/{id}", get(jobs::get_job).delete(jobs::delete_job))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

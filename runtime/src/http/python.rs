@@ -15,6 +15,7 @@ use super::error::ApiError;
 use crate::protocol::{self, GuestError, GuestErrorKind};
 use crate::registry::{CallReport, RegistryError, ToolInfo};
 use crate::sandbox::{Fault, LimitOverrides, Outcome};
+use crate::tenants::ErrorStrategy;
 
 pub type Authed = Extension<Caller>;
 
@@ -36,12 +37,12 @@ pub struct AliasBody {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallBody {
-    alias: String,
-    function_name: String,
+    pub(super) alias: String,
+    pub(super) function_name: String,
     #[serde(default)]
-    args: Option<Box<RawValue>>,
+    pub(super) args: Option<Box<RawValue>>,
     #[serde(default)]
-    kwargs: Option<Box<RawValue>>,
+    pub(super) kwargs: Option<Box<RawValue>>,
 }
 
 pub async fn load(
@@ -106,6 +107,50 @@ pub struct CallData {
     fuel_used: u64,
     elapsed_ms: f64,
     state_reset: bool,
+    /// Set when the `return_default` strategy turned an error into a `null` result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warning: Option<serde_json::Value>,
+}
+
+impl CallData {
+    /// The `return_default` answer for a failed call: `null`, the error as a warning, and
+    /// what the error's details say of output, fuel and time.
+    pub(super) fn defaulted(err: &ApiError) -> Self {
+        let d = &err.details;
+        let text = |key: &str| d[key].as_str().unwrap_or_default().to_owned();
+        Self {
+            result: protocol::null(),
+            stdout: text("stdout"),
+            stderr: text("stderr"),
+            fuel_used: d["fuel_used"].as_u64().unwrap_or(0),
+            elapsed_ms: d["elapsed_ms"].as_f64().unwrap_or(0.0),
+            state_reset: d["state_reset"].as_bool().unwrap_or(false),
+            warning: Some(err.public_json()),
+        }
+    }
+}
+
+/// Whether an error is the call's own failure (its code, its limits), which an error
+/// strategy may soften, rather than a refusal of the request (bad input, quotas).
+pub(super) fn is_call_failure(err: &ApiError) -> bool {
+    err.status == StatusCode::UNPROCESSABLE_ENTITY
+}
+
+/// Applies the tenant's error strategy for `alias` to a call's answer.
+pub(super) fn with_strategy(
+    strategy: ErrorStrategy,
+    answer: Result<Success<CallData>, ApiError>,
+) -> Result<Success<CallData>, ApiError> {
+    match (strategy, answer) {
+        (ErrorStrategy::ReturnDefault, Err(err)) if is_call_failure(&err) => {
+            Ok(Success(CallData::defaulted(&err)))
+        }
+        (ErrorStrategy::LogAndContinue, Err(err)) => {
+            tracing::info!(code = err.code, message = %err.message, "call failed (log_and_continue)");
+            Err(err)
+        }
+        (_, answer) => answer,
+    }
 }
 
 /// A call body's parts, checked: alias, function name, args (an array) and kwargs (an
@@ -132,12 +177,17 @@ pub async fn call(
         .await
         .map_err(|err| registry_error(&tenant.id, err))?;
     let answer = call_result(report, &alias, &function);
-    if let Err(err) = &answer
+    audit_limits(&tenant.id, &answer);
+    with_strategy(tenant.strategies.for_alias(&alias), answer)
+}
+
+/// Audits a call that hit one of its limits.
+pub(super) fn audit_limits<T>(tenant: &str, answer: &Result<T, ApiError>) {
+    if let Err(err) = answer
         && LIMIT_CODES.contains(&err.code)
     {
-        audit::limit_hit(&tenant.id, err.code);
+        audit::limit_hit(tenant, err.code);
     }
-    answer
 }
 
 /// Error codes that mean a call hit one of its limits.
@@ -234,6 +284,7 @@ pub(super) fn call_result(
             fuel_used,
             elapsed_ms: millis(elapsed),
             state_reset,
+            warning: None,
         })),
         Outcome::Answered {
             error: Some(error),

@@ -7,6 +7,9 @@
 //! non-loopback address).
 
 mod failures;
+mod strategy;
+
+pub use strategy::{ErrorStrategy, Strategies};
 
 pub use failures::address_key;
 
@@ -38,6 +41,8 @@ pub struct Tenant {
     pub max_body_bytes: usize,
     /// The tenant's `callAsync` jobs.
     pub jobs: Jobs,
+    /// How the tenant's failing calls are answered.
+    pub strategies: Strategies,
     rate: DefaultDirectRateLimiter,
 }
 
@@ -249,6 +254,7 @@ fn make_tenant(
         registry: Arc::new(registry),
         max_body_bytes: quotas.max_body_bytes,
         jobs: Jobs::new(quotas.max_jobs, Duration::from_secs(quotas.job_ttl_s)),
+        strategies: Strategies::default(),
         rate: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
     })
 }
