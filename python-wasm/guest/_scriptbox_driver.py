@@ -22,6 +22,13 @@ Frames are JSON objects (protocol version 1; runtime/src/protocol/ holds the hos
                     {"op": "functions"}
                     {"op": "eval", "expression": str}
                     {"op": "exec", "code": str}
+                    {"op": "create_object", "class_name", "object_name", "args", "kwargs"}
+                    {"op": "call_method", "object_name" | "class_name", "method_name",
+                     "args", "kwargs"}
+                    {"op": "get_attribute", "object_name" | "class_name", "attr_name"}
+                    {"op": "set_attribute", "object_name" | "class_name", "attr_name", "value"}
+                    {"op": "delete_object", "object_name"}
+                    {"op": "list_objects"}
     guest -> host   {"v": 1, "id": N, "ok": true, "result": <json>, "stdout": str, "stderr": str}
                     {"v": 1, "id": N, "ok": false, "error": {"kind", "type", "message",
                      "traceback"}, "stdout": str, "stderr": str}
@@ -199,6 +206,8 @@ class Driver:
         self.module_name = module_name
         self.scripts_dir = scripts_dir
         self.module = None
+        # Live objects by name (createObject); they live as long as this interpreter.
+        self.objects = {}
         # One capture pair for the driver's life, reset per call: cheaper than new objects.
         self.budget = Budget(0)
         self.out = CappedOutput(self.budget)
@@ -300,12 +309,115 @@ class Driver:
 
         return self.captured(request, run)
 
+    # Live objects. A named object lives in self.objects; with only a class name the
+    # original's behaviour is kept: a fresh instance for this one request.
+
+    def _class(self, name):
+        if not _public_name(name):
+            return None
+        cls = self.module.__dict__.get(name)
+        return cls if isinstance(cls, type) else None
+
+    def _target(self, request):
+        """The object a request acts on, or an error frame."""
+        name = request.get("object_name")
+        if name is not None:
+            if name not in self.objects:
+                return None, error_frame("not_found", message="no live object named " + repr(name))
+            return self.objects[name], None
+        cls = self._class(request.get("class_name"))
+        if cls is None:
+            return None, error_frame("not_found", message="no public class of that name in the tool")
+        return cls, None
+
+    def create_object(self, request):
+        cls = self._class(request.get("class_name"))
+        if cls is None:
+            return error_frame("not_found", message="no public class of that name in the tool")
+        name = request.get("object_name")
+        if type(name) is not str or not name:
+            return error_frame("bad_request", message="bad object name")
+        if name not in self.objects and len(self.objects) >= MAX_OBJECTS:
+            return error_frame("bad_request", message="the tool already holds " + str(MAX_OBJECTS) + " objects")
+        args = request.get("args") or []
+        kwargs = request.get("kwargs") or {}
+
+        def make():
+            self.objects[name] = cls(*args, **kwargs)
+            return {"object_name": name, "class_name": cls.__name__}
+
+        return self.captured(request, make)
+
+    def call_method(self, request):
+        target, error = self._target(request)
+        if error is not None:
+            return error
+        method_name = request.get("method_name")
+        if not _public_name(method_name):
+            return error_frame("not_found", message="no public method of that name")
+        args = request.get("args") or []
+        kwargs = request.get("kwargs") or {}
+        fresh = request.get("object_name") is None
+
+        def run():
+            obj = target() if fresh else target
+            method = getattr(obj, method_name, None)
+            if method is None or not callable(method):
+                raise AttributeError("no method " + repr(method_name))
+            return method(*args, **kwargs)
+
+        return self.captured(request, run)
+
+    def get_attribute(self, request):
+        target, error = self._target(request)
+        if error is not None:
+            return error
+        attr = request.get("attr_name")
+        if not _public_name(attr):
+            return error_frame("bad_request", message="bad attribute name")
+        fresh = request.get("object_name") is None
+        return self.captured(request, lambda: getattr(target() if fresh else target, attr))
+
+    def set_attribute(self, request):
+        target, error = self._target(request)
+        if error is not None:
+            return error
+        attr = request.get("attr_name")
+        if not _public_name(attr):
+            return error_frame("bad_request", message="bad attribute name")
+        value = request.get("value")
+        fresh = request.get("object_name") is None
+
+        def assign():
+            setattr(target() if fresh else target, attr, value)
+            return None
+
+        return self.captured(request, assign)
+
+    def delete_object(self, request):
+        name = request.get("object_name")
+        if name not in self.objects:
+            return error_frame("not_found", message="no live object named " + repr(name))
+        del self.objects[name]
+        return {"ok": True, "result": None}
+
+    def list_objects(self, request):
+        return {"ok": True, "result": [
+            {"object_name": name, "class_name": type(obj).__name__} for name, obj in sorted(self.objects.items())
+        ]}
+
     _OPS = {
         "get_variable": get_variable,
         "set_variable": set_variable,
         "functions": functions,
         "eval": eval_expression,
         "exec": exec_code,
+        "create_object": create_object,
+        "call_method": call_method,
+        "get_attribute": get_attribute,
+        "set_attribute": set_attribute,
+        "delete_object": delete_object,
+        "list_objects": list_objects,
     }
 
     def captured(self, request, work):
@@ -333,6 +445,14 @@ class Driver:
         frame["stdout"] = out.value()
         frame["stderr"] = err.value()
         return frame
+
+
+MAX_OBJECTS = 1000
+
+
+def _public_name(name):
+    """A public identifier: what a client may name as a class, method or attribute."""
+    return type(name) is str and name.isidentifier() and not name.startswith("_")
 
 
 def _variable_name(name):

@@ -9,4 +9,5 @@ mod jobs;
 mod lifecycle;
 mod limits;
 mod namespace;
+mod objects;
 mod sandbox;

@@ -24,3 +24,19 @@ def weird_default(marker=object()):
 class Telescope:
     def point(self, ra, dec):
         return [ra, dec]
+
+
+class Mount:
+    """A telescope mount: a class for the live-object routes."""
+
+    def __init__(self, name="mount", slew_rate=1.0):
+        self.name = name
+        self.position = [0, 0]
+        self.slew_rate = slew_rate
+
+    def goto(self, ra, dec):
+        self.position = [ra, dec]
+        return self.position
+
+    def _secret(self):
+        return "hidden"

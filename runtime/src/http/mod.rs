@@ -10,6 +10,7 @@ mod envelope;
 mod error;
 mod jobs;
 mod namespace;
+mod objects;
 mod python;
 
 use std::sync::Arc;
@@ -52,6 +53,12 @@ pub fn router(state: AppState) -> Router {
         .route("/inject", post(namespace::inject))
         .route("/callAsync", post(jobs::call_async))
         .route("/batchExecute", post(batch::batch_execute))
+        .route("/createObject", post(objects::create_object))
+        .route("/callMethod", post(objects::call_method))
+        .route("/getObjectAttribute", post(objects::get_attribute))
+        .route("/setObjectAttribute", post(objects::set_attribute))
+        .route("/manageObjectLifecycle", post(objects::lifecycle))
+        .route("/listObjects", post(objects::list_objects))
         .route("/setErrorHandlingStrategy", post(batch::set_strategy))
         .route("/jobs/{id}", get(jobs::get_job).delete(jobs::delete_job))
         .route_layer(middleware::from_fn_with_state(

@@ -459,6 +459,14 @@ fn client_error(err: RegistryError) -> ApiError {
             "tool_unloaded",
             "the tool was unloaded before the call ran",
         ),
+        RegistryError::ObjectLost(name) => ApiError::new(
+            StatusCode::GONE,
+            "object_lost",
+            format!(
+                "object '{name}' was lost when the tool's instance was replaced (after a fault, \
+                 a memory cap or a reload); create it again"
+            ),
+        ),
         RegistryError::LoadFailed(error) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "load_failed",

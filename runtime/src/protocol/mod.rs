@@ -40,6 +40,63 @@ pub enum Op {
     Eval { expression: String },
     /// Executes statements in the tool's namespace.
     Exec { code: String },
+    /// `object_name = class_name(*args, **kwargs)`, kept in the interpreter.
+    CreateObject {
+        class_name: String,
+        object_name: String,
+        args: Box<RawValue>,
+        kwargs: Box<RawValue>,
+    },
+    /// A method of a live object, or of a fresh instance of a class.
+    CallMethod {
+        #[serde(flatten)]
+        target: ObjectRef,
+        method_name: String,
+        args: Box<RawValue>,
+        kwargs: Box<RawValue>,
+    },
+    /// An attribute of a live object, or of a fresh instance of a class.
+    GetAttribute {
+        #[serde(flatten)]
+        target: ObjectRef,
+        attr_name: String,
+    },
+    /// Assigns an attribute of a live object, or of a fresh instance of a class.
+    SetAttribute {
+        #[serde(flatten)]
+        target: ObjectRef,
+        attr_name: String,
+        value: Box<RawValue>,
+    },
+    /// Forgets a live object.
+    DeleteObject { object_name: String },
+    /// The live objects, by name.
+    ListObjects,
+}
+
+/// What an object request acts on: a live object, or (the original's behaviour) a fresh
+/// instance of a class made for this request only.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum ObjectRef {
+    Named { object_name: String },
+    Fresh { class_name: String },
+}
+
+impl Op {
+    /// The live object this op needs to exist, if any.
+    pub fn object_needed(&self) -> Option<&str> {
+        match self {
+            Op::CallMethod { target, .. }
+            | Op::GetAttribute { target, .. }
+            | Op::SetAttribute { target, .. } => match target {
+                ObjectRef::Named { object_name } => Some(object_name),
+                ObjectRef::Fresh { .. } => None,
+            },
+            Op::DeleteObject { object_name } => Some(object_name),
+            _ => None,
+        }
+    }
 }
 
 /// A response frame, guest to host. The guest is untrusted: every field is checked by the

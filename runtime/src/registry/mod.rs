@@ -15,7 +15,7 @@
 
 mod names;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -51,6 +51,8 @@ pub enum RegistryError {
     TooManyCalls(usize),
     #[error("the server is at capacity")]
     Overloaded,
+    #[error("the live object was lost when the tool's instance was replaced")]
+    ObjectLost(String),
     #[error("the tool's queue is full")]
     Busy,
     #[error("the tool was unloaded while the call waited")]
@@ -219,6 +221,8 @@ impl Registry {
                 mounts,
                 instance: Some(instance),
                 stats: Arc::default(),
+                objects: HashSet::new(),
+                lost: HashSet::new(),
                 _scratch: scratch,
             },
             self.settings.queue_depth,
@@ -389,6 +393,9 @@ impl Registry {
     }
 }
 
+/// Most names of lost objects remembered per tool.
+const MAX_LOST_OBJECTS: usize = 4096;
+
 /// Creates `dir` (and its parents) with mode 0700.
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt as _;
@@ -528,6 +535,10 @@ struct Actor {
     mounts: ToolMounts,
     instance: Option<Instance>,
     stats: Arc<Stats>,
+    /// Names of the live objects in the current instance, and of those lost with earlier
+    /// instances (so a request for one is told so, not just "not found").
+    objects: HashSet<String>,
+    lost: HashSet<String>,
     /// Declared after the instance, so an aborted actor drops the instance first and only
     /// then removes the folder (no guest is left writing into it).
     _scratch: Option<ScratchDir>,
@@ -567,6 +578,11 @@ impl Actor {
         op: &Op,
         cancel: Option<oneshot::Receiver<()>>,
     ) -> Result<CallReport, RegistryError> {
+        if let Some(name) = op.object_needed()
+            && self.lost.contains(name)
+        {
+            return Err(RegistryError::ObjectLost(name.to_owned()));
+        }
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let mut state_reset = false;
         if self.instance.is_none() {
@@ -612,8 +628,11 @@ impl Actor {
         };
         if replace {
             self.instance = None;
+            self.forget_objects();
             self.stats.resets.fetch_add(1, Ordering::Relaxed);
             state_reset = true;
+        } else if matches!(outcome, Outcome::Answered { error: None, .. }) {
+            self.track_objects(op);
         }
         Ok(CallReport {
             outcome,
@@ -640,12 +659,35 @@ impl Actor {
         Ok(())
     }
 
+    /// Records a live object created or deleted by a successful op.
+    fn track_objects(&mut self, op: &Op) {
+        match op {
+            Op::CreateObject { object_name, .. } => {
+                self.lost.remove(object_name);
+                self.objects.insert(object_name.clone());
+            }
+            Op::DeleteObject { object_name } => {
+                self.objects.remove(object_name);
+            }
+            _ => {}
+        }
+    }
+
+    /// The instance is gone: its objects are lost.
+    fn forget_objects(&mut self) {
+        if self.lost.len() + self.objects.len() > MAX_LOST_OBJECTS {
+            self.lost.clear(); // bounded memory beats a precise error for very old names
+        }
+        self.lost.extend(self.objects.drain());
+    }
+
     async fn reload(&mut self) -> Result<(), RegistryError> {
         let fresh = self
             .sandbox
             .spawn(&self.script_name, &self.limits, &self.mounts)
             .await?;
         self.instance = Some(fresh);
+        self.forget_objects();
         self.stats.resets.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
