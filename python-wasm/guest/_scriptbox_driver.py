@@ -29,6 +29,7 @@ Frames are JSON objects (protocol version 1; runtime/src/protocol/ holds the hos
                     {"op": "set_attribute", "object_name" | "class_name", "attr_name", "value"}
                     {"op": "delete_object", "object_name"}
                     {"op": "list_objects"}
+                    {"op": "exports"}
     guest -> host   {"v": 1, "id": N, "ok": true, "result": <json>, "stdout": str, "stderr": str}
                     {"v": 1, "id": N, "ok": false, "error": {"kind", "type", "message",
                      "traceback"}, "stdout": str, "stderr": str}
@@ -290,6 +291,21 @@ class Driver:
     def functions(self, request):
         return self.captured(request, lambda: describe_functions(self.module))
 
+    def exports(self, request):
+        """get_tool_info() (the guide's discovery convention), merged with the signatures of
+        the functions it lists (all public functions when it lists none)."""
+
+        def describe():
+            get_info = self.module.__dict__.get("get_tool_info")
+            info = get_info() if callable(get_info) else None
+            functions = [f for f in describe_functions(self.module) if f["name"] != "get_tool_info"]
+            listed = info.get("functions") if isinstance(info, dict) else None
+            if isinstance(listed, list):
+                functions = [f for f in functions if f["name"] in listed]
+            return {"tool_info": info, "functions": functions}
+
+        return self.captured(request, describe)
+
     def eval_expression(self, request):
         expression = request.get("expression")
         if type(expression) is not str:
@@ -418,6 +434,7 @@ class Driver:
         "set_attribute": set_attribute,
         "delete_object": delete_object,
         "list_objects": list_objects,
+        "exports": exports,
     }
 
     def captured(self, request, work):

@@ -8,6 +8,7 @@ mod batch;
 mod body;
 mod envelope;
 mod error;
+mod exports;
 mod jobs;
 mod namespace;
 mod objects;
@@ -59,6 +60,9 @@ pub fn router(state: AppState) -> Router {
         .route("/setObjectAttribute", post(objects::set_attribute))
         .route("/manageObjectLifecycle", post(objects::lifecycle))
         .route("/listObjects", post(objects::list_objects))
+        .route("/exports/discover", post(exports::discover))
+        .route("/exports/all", get(exports::all))
+        .route("/exports/invoke", post(exports::invoke))
         .route("/setErrorHandlingStrategy", post(batch::set_strategy))
         .route("/jobs/{id}", get(jobs::get_job).delete(jobs::delete_job))
         .route_layer(middleware::from_fn_with_state(

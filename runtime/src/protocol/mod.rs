@@ -72,6 +72,8 @@ pub enum Op {
     DeleteObject { object_name: String },
     /// The live objects, by name.
     ListObjects,
+    /// `get_tool_info()` merged with the signatures of the functions it lists.
+    Exports,
 }
 
 /// What an object request acts on: a live object, or (the original's behaviour) a fresh
