@@ -30,6 +30,7 @@ Frames are JSON objects (protocol version 1; runtime/src/protocol/ holds the hos
                     {"op": "delete_object", "object_name"}
                     {"op": "list_objects"}
                     {"op": "exports"}
+                    {"op": "memory_stats"}, {"op": "collect"}
     guest -> host   {"v": 1, "id": N, "ok": true, "result": <json>, "stdout": str, "stderr": str}
                     {"v": 1, "id": N, "ok": false, "error": {"kind", "type", "message",
                      "traceback"}, "stdout": str, "stderr": str}
@@ -435,6 +436,8 @@ class Driver:
         "delete_object": delete_object,
         "list_objects": list_objects,
         "exports": exports,
+        "memory_stats": lambda self, request: {"ok": True, "result": memory_stats()},
+        "collect": lambda self, request: {"ok": True, "result": collect()},
     }
 
     def captured(self, request, work):
@@ -470,6 +473,26 @@ MAX_OBJECTS = 1000
 def _public_name(name):
     """A public identifier: what a client may name as a class, method or attribute."""
     return type(name) is str and name.isidentifier() and not name.startswith("_")
+
+
+def memory_stats():
+    """Python's own view of its memory: the objects the collector tracks and their sizes
+    (containers and instances; untracked atoms such as ints and strs are not counted). This
+    build's allocator keeps no block counts (sys.getallocatedblocks() is 0)."""
+    import gc
+
+    objects = gc.get_objects()
+    return {"gc_objects": len(objects), "gc_tracked_bytes": sum(map(sys.getsizeof, objects))}
+
+
+def collect():
+    """A full garbage collection: what it found, and the tracked objects before and after."""
+    import gc
+
+    before = len(gc.get_objects())
+    unreachable = gc.collect()
+    return {"unreachable_collected": unreachable, "gc_objects_before": before,
+            "gc_objects_after": len(gc.get_objects())}
 
 
 def _variable_name(name):

@@ -9,6 +9,7 @@ mod guide;
 mod jobs;
 mod lifecycle;
 mod limits;
+mod memory;
 mod namespace;
 mod objects;
 mod sandbox;

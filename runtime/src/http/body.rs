@@ -23,44 +23,72 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let limits = request
-            .extensions()
-            .get::<BodyLimits>()
-            .copied()
-            .unwrap_or(BodyLimits {
-                max_bytes: DEFAULT_MAX_BODY,
-                timeout: DEFAULT_BODY_TIMEOUT,
-            });
-        let read = axum::body::to_bytes(request.into_body(), limits.max_bytes);
-        let bytes = match tokio::time::timeout(limits.timeout, read).await {
-            Err(_) => {
-                return Err(ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "body_timeout",
-                    "the request body did not arrive in time",
-                )
-                .closing());
-            }
-            Ok(Err(err)) if is_length_limit(&err) => {
-                return Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!(
-                        "request body is larger than this key may send ({} bytes)",
-                        limits.max_bytes
-                    ),
-                )
-                .closing());
-            }
-            Ok(Err(err)) => {
-                return Err(ApiError::bad_request("the request body could not be read")
-                    .with_cause(err)
-                    .closing());
-            }
-            Ok(Ok(bytes)) => bytes,
-        };
-        parse(&bytes).map(JsonBody)
+        read_body(request)
+            .await
+            .and_then(|bytes| parse(&bytes))
+            .map(JsonBody)
     }
+}
+
+/// A JSON body that may also be absent (empty): then `T::default()`. For routes the original
+/// called without a body.
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for OptionalJsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Default,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(request).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody(T::default()));
+        }
+        parse(&bytes).map(OptionalJsonBody)
+    }
+}
+
+/// The whole body, under the request's size limit and arrival timeout.
+async fn read_body(request: Request) -> Result<axum::body::Bytes, ApiError> {
+    let limits = request
+        .extensions()
+        .get::<BodyLimits>()
+        .copied()
+        .unwrap_or(BodyLimits {
+            max_bytes: DEFAULT_MAX_BODY,
+            timeout: DEFAULT_BODY_TIMEOUT,
+        });
+    let read = axum::body::to_bytes(request.into_body(), limits.max_bytes);
+    let bytes = match tokio::time::timeout(limits.timeout, read).await {
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body did not arrive in time",
+            )
+            .closing());
+        }
+        Ok(Err(err)) if is_length_limit(&err) => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "request body is larger than this key may send ({} bytes)",
+                    limits.max_bytes
+                ),
+            )
+            .closing());
+        }
+        Ok(Err(err)) => {
+            return Err(ApiError::bad_request("the request body could not be read")
+                .with_cause(err)
+                .closing());
+        }
+        Ok(Ok(bytes)) => bytes,
+    };
+    Ok(bytes)
 }
 
 /// Limits for a request that came without [`BodyLimits`] (routes outside authentication).

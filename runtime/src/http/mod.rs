@@ -10,6 +10,7 @@ mod envelope;
 mod error;
 mod exports;
 mod jobs;
+mod memory;
 mod namespace;
 mod objects;
 mod python;
@@ -63,6 +64,9 @@ pub fn router(state: AppState) -> Router {
         .route("/exports/discover", post(exports::discover))
         .route("/exports/all", get(exports::all))
         .route("/exports/invoke", post(exports::invoke))
+        .route("/getMemoryUsage", get(memory::usage))
+        .route("/optimizeMemory", post(memory::optimize))
+        .route("/clearUnusedResources", post(memory::clear_unused))
         .route("/setErrorHandlingStrategy", post(batch::set_strategy))
         .route("/jobs/{id}", get(jobs::get_job).delete(jobs::delete_job))
         .route_layer(middleware::from_fn_with_state(

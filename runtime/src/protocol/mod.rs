@@ -74,6 +74,10 @@ pub enum Op {
     ListObjects,
     /// `get_tool_info()` merged with the signatures of the functions it lists.
     Exports,
+    /// Python's view of its memory (tracked objects and their sizes).
+    MemoryStats,
+    /// A full garbage collection.
+    Collect,
 }
 
 /// What an object request acts on: a live object, or (the original's behaviour) a fresh

@@ -223,6 +223,7 @@ impl Registry {
                 stats: Arc::default(),
                 objects: HashSet::new(),
                 lost: HashSet::new(),
+                last_used: std::time::Instant::now(),
                 _scratch: scratch,
             },
             self.settings.queue_depth,
@@ -368,6 +369,37 @@ impl Registry {
         answer.await.map_err(|_| RegistryError::Unloaded)?
     }
 
+    /// The linear memory of `alias`'s instance in bytes (`None` while it has none).
+    pub async fn linear_memory(&self, alias: &str) -> Result<Option<usize>, RegistryError> {
+        let tool = self.get(alias)?;
+        let (reply, answer) = oneshot::channel();
+        tool.submit(Job::LinearMemory { reply })?;
+        answer.await.map_err(|_| RegistryError::Unloaded)
+    }
+
+    /// Drops the instances of tools idle for at least `idle_for`; each restarts on its next
+    /// call (state reset, live objects lost). Returns the aliases evicted.
+    pub async fn evict_idle(&self, idle_for: std::time::Duration) -> Vec<String> {
+        let tools: Vec<Arc<Tool>> = self
+            .slots()
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Ready(tool) => Some(Arc::clone(tool)),
+                Slot::Loading => None,
+            })
+            .collect();
+        let mut evicted = Vec::new();
+        for tool in tools {
+            let (reply, answer) = oneshot::channel();
+            if tool.submit(Job::Evict { idle_for, reply }).is_ok() && answer.await.unwrap_or(false)
+            {
+                evicted.push(tool.alias.clone());
+            }
+        }
+        evicted.sort();
+        evicted
+    }
+
     /// Whether `alias` is loaded (for requests answered before their work is done).
     pub fn contains(&self, alias: &str) -> bool {
         self.get(alias).is_ok()
@@ -464,6 +496,16 @@ enum Job {
         reply: oneshot::Sender<Result<(), RegistryError>>,
         permits: CallPermits,
     },
+    /// The instance's linear memory size, if it has one.
+    LinearMemory {
+        reply: oneshot::Sender<Option<usize>>,
+    },
+    /// Drops the instance if it has been idle at least this long; it restarts on the next
+    /// call. Answers whether it was dropped.
+    Evict {
+        idle_for: std::time::Duration,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 #[derive(Default)]
@@ -539,6 +581,8 @@ struct Actor {
     /// instances (so a request for one is told so, not just "not found").
     objects: HashSet<String>,
     lost: HashSet<String>,
+    /// When the last request finished (or the tool was loaded).
+    last_used: std::time::Instant,
     /// Declared after the instance, so an aborted actor drops the instance first and only
     /// then removes the folder (no guest is left writing into it).
     _scratch: Option<ScratchDir>,
@@ -555,6 +599,7 @@ impl Actor {
                     cancel,
                 } => {
                     let result = self.call(&op, cancel).await;
+                    self.last_used = std::time::Instant::now();
                     let replace = self.instance.is_none();
                     let _ = reply.send(result);
                     if replace {
@@ -568,6 +613,26 @@ impl Actor {
                 Job::Reload { reply, permits } => {
                     let _ = reply.send(self.reload().await);
                     drop(permits);
+                }
+                Job::LinearMemory { reply } => {
+                    let size = match self.instance.as_mut() {
+                        Some(instance) => instance
+                            .inspect_memory(Vec::new())
+                            .await
+                            .map(|report| report.linear_bytes),
+                        None => None,
+                    };
+                    let _ = reply.send(size);
+                }
+                Job::Evict { idle_for, reply } => {
+                    let idle = self.last_used.elapsed() >= idle_for;
+                    let evicted = idle && self.instance.is_some();
+                    if evicted {
+                        tracing::info!(alias = %self.alias, "idle instance evicted");
+                        self.instance = None;
+                        self.forget_objects();
+                    }
+                    let _ = reply.send(evicted);
                 }
             }
         }
