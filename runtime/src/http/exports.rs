@@ -12,15 +12,11 @@ use super::auth::Caller;
 use super::body::JsonBody;
 use super::envelope::Data as Success;
 use super::error::ApiError;
-use super::python::{Authed, CallBody, CallData, call_result, checked_call, registry_error};
+use super::python::{
+    AliasBody, Authed, CallBody, CallData, call_result, checked_call, registry_error,
+};
 use crate::protocol::Op;
 use crate::tenants::Tenant;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AliasBody {
-    alias: String,
-}
 
 #[derive(Serialize)]
 pub struct Discovered {

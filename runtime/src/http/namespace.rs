@@ -10,10 +10,9 @@ use super::auth::Caller;
 use super::body::JsonBody;
 use super::envelope::Data as Success;
 use super::error::ApiError;
-use super::python::{Authed, CallData, call_result, check_depth, registry_error};
+use super::python::{AliasBody, Authed, CallData, check_depth, run_op};
 use crate::protocol::Op;
 use crate::registry::check_variable;
-use crate::tenants::Tenant;
 
 /// The longest expression or code snippet accepted.
 pub const MAX_CODE_BYTES: usize = 256 << 10;
@@ -24,18 +23,8 @@ pub struct VariableBody {
     alias: String,
     variable_name: String,
     /// `Some` whenever the field is present, `null` included.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::python::present")]
     value: Option<Box<RawValue>>,
-}
-
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
-    Box::<RawValue>::deserialize(d).map(Some)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AliasBody {
-    alias: String,
 }
 
 #[derive(Deserialize)]
@@ -51,16 +40,6 @@ pub struct InjectBody {
     code_snippet: String,
     #[serde(default)]
     alias: Option<String>,
-}
-
-/// Runs `op` in `alias` and maps the outcome like a call (`what` names it in messages).
-async fn run(tenant: &Tenant, alias: &str, what: &str, op: Op) -> Result<CallData, ApiError> {
-    let report = tenant
-        .registry
-        .run(alias, op)
-        .await
-        .map_err(|err| registry_error(&tenant.id, err))?;
-    call_result(report, alias, what).map(|Success(data)| data)
 }
 
 fn checked_variable(name: &str) -> Result<(), ApiError> {
@@ -101,7 +80,7 @@ pub async fn get_variable(
     let op = Op::GetVariable {
         name: body.variable_name.clone(),
     };
-    let call = run(&tenant, &body.alias, &body.variable_name, op).await?;
+    let call = run_op(&tenant, &body.alias, &body.variable_name, op).await?;
     Ok(Success(VariableData {
         alias: body.alias,
         variable_name: body.variable_name,
@@ -130,7 +109,7 @@ pub async fn set_variable(
         name: body.variable_name.clone(),
         value,
     };
-    let call = run(&tenant, &body.alias, &body.variable_name, op).await?;
+    let call = run_op(&tenant, &body.alias, &body.variable_name, op).await?;
     Ok(Success(VariableData {
         alias: body.alias,
         variable_name: body.variable_name,
@@ -150,7 +129,7 @@ pub async fn functions(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<AliasBody>,
 ) -> Result<Success<FunctionsData>, ApiError> {
-    let call = run(&tenant, &body.alias, "functions", Op::Functions).await?;
+    let call = run_op(&tenant, &body.alias, "functions", Op::Functions).await?;
     Ok(Success(FunctionsData {
         alias: body.alias,
         functions: call.result,
@@ -167,7 +146,7 @@ pub async fn eval(
     let op = Op::Eval {
         expression: body.expression,
     };
-    run(&tenant, &body.alias, "the expression", op)
+    run_op(&tenant, &body.alias, "the expression", op)
         .await
         .map(Success)
 }
@@ -190,7 +169,7 @@ pub async fn inject(
     let op = Op::Exec {
         code: body.code_snippet,
     };
-    run(&tenant, &alias, "the code snippet", op)
+    run_op(&tenant, &alias, "the code snippet", op)
         .await
         .map(Success)
 }

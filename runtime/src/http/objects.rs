@@ -13,10 +13,9 @@ use super::auth::Caller;
 use super::body::JsonBody;
 use super::envelope::Data as Success;
 use super::error::ApiError;
-use super::python::{Authed, CallData, call_result, check_depth, json_kind, registry_error};
+use super::python::{AliasBody, Authed, CallData, check_depth, json_kind, run_op};
 use crate::protocol::{self, ObjectRef, Op};
 use crate::registry::{check_alias, check_function};
-use crate::tenants::Tenant;
 
 fn bad(err: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request(err.to_string())
@@ -46,15 +45,6 @@ fn target(object_name: Option<String>, class_name: Option<String>) -> Result<Obj
         }
         (None, None) => Err(bad("give object_name (a live object) or class_name")),
     }
-}
-
-async fn run(tenant: &Tenant, alias: &str, what: &str, op: Op) -> Result<CallData, ApiError> {
-    let report = tenant
-        .registry
-        .run(alias, op)
-        .await
-        .map_err(|err| registry_error(&tenant.id, err))?;
-    call_result(report, alias, what).map(|Success(data)| data)
 }
 
 fn arguments(
@@ -94,7 +84,7 @@ pub async fn create_object(
         args,
         kwargs,
     };
-    run(&tenant, &body.alias, &what, op).await.map(Success)
+    run_op(&tenant, &body.alias, &what, op).await.map(Success)
 }
 
 #[derive(Deserialize)]
@@ -127,7 +117,7 @@ pub async fn call_method(
         args,
         kwargs,
     };
-    run(&tenant, &body.alias, &what, op).await.map(Success)
+    run_op(&tenant, &body.alias, &what, op).await.map(Success)
 }
 
 #[derive(Deserialize)]
@@ -139,12 +129,8 @@ pub struct AttributeBody {
     #[serde(default)]
     class_name: Option<String>,
     attr_name: String,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "super::python::present")]
     value: Option<Box<RawValue>>,
-}
-
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
-    Box::<RawValue>::deserialize(d).map(Some)
 }
 
 /// `POST /python/getObjectAttribute`.
@@ -162,7 +148,7 @@ pub async fn get_attribute(
         target,
         attr_name: body.attr_name,
     };
-    run(&tenant, &body.alias, &what, op).await.map(Success)
+    run_op(&tenant, &body.alias, &what, op).await.map(Success)
 }
 
 /// `POST /python/setObjectAttribute`: any JSON value.
@@ -187,7 +173,7 @@ pub async fn set_attribute(
         attr_name: body.attr_name,
         value,
     };
-    run(&tenant, &body.alias, &what, op).await.map(Success)
+    run_op(&tenant, &body.alias, &what, op).await.map(Success)
 }
 
 #[derive(Deserialize)]
@@ -215,11 +201,11 @@ pub async fn lifecycle(
         let op = Op::DeleteObject {
             object_name: body.object_name.clone(),
         };
-        run(&tenant, &body.alias, &body.object_name, op).await?;
+        run_op(&tenant, &body.alias, &body.object_name, op).await?;
     } else {
         // Keeping needs no change; the object must still be there (a GetAttribute of a
         // lost object answers object_lost, of an unknown one not_found).
-        let listed = run(&tenant, &body.alias, "listObjects", Op::ListObjects).await?;
+        let listed = run_op(&tenant, &body.alias, "listObjects", Op::ListObjects).await?;
         let names: Vec<ObjectEntry> =
             serde_json::from_str(listed.result.get()).map_err(ApiError::internal)?;
         if !names.iter().any(|o| o.object_name == body.object_name) {
@@ -238,12 +224,6 @@ struct ObjectEntry {
     class_name: String,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AliasBody {
-    alias: String,
-}
-
 #[derive(Serialize)]
 pub struct ObjectsData {
     alias: String,
@@ -255,7 +235,7 @@ pub async fn list_objects(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<AliasBody>,
 ) -> Result<Success<ObjectsData>, ApiError> {
-    let listed = run(&tenant, &body.alias, "listObjects", Op::ListObjects).await?;
+    let listed = run_op(&tenant, &body.alias, "listObjects", Op::ListObjects).await?;
     Ok(Success(ObjectsData {
         alias: body.alias,
         objects: listed.result,

@@ -31,7 +31,7 @@ pub struct LoadBody {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AliasBody {
-    alias: String,
+    pub(super) alias: String,
 }
 
 #[derive(Deserialize)]
@@ -151,6 +151,29 @@ pub(super) fn with_strategy(
         }
         (_, answer) => answer,
     }
+}
+
+/// For optional body fields that must tell `null` from absent: `Some` whenever present.
+pub(super) fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
+}
+
+/// Runs `op` in the caller's tool `alias` and maps the outcome like a call's (`what` names
+/// it in messages).
+pub(super) async fn run_op(
+    tenant: &crate::tenants::Tenant,
+    alias: &str,
+    what: &str,
+    op: crate::protocol::Op,
+) -> Result<CallData, ApiError> {
+    let report = tenant
+        .registry
+        .run(alias, op)
+        .await
+        .map_err(|err| registry_error(&tenant.id, err))?;
+    call_result(report, alias, what).map(|Success(data)| data)
 }
 
 /// A call body's parts, checked: alias, function name, args (an array) and kwargs (an
