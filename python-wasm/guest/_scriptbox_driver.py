@@ -31,6 +31,7 @@ Frames are JSON objects (protocol version 1; runtime/src/protocol/ holds the hos
                     {"op": "list_objects"}
                     {"op": "exports"}
                     {"op": "memory_stats"}, {"op": "collect"}
+                    {"op": "profile", "code": str, "top": int}
     guest -> host   {"v": 1, "id": N, "ok": true, "result": <json>, "stdout": str, "stderr": str}
                     {"v": 1, "id": N, "ok": false, "error": {"kind", "type", "message",
                      "traceback"}, "stdout": str, "stderr": str}
@@ -216,9 +217,18 @@ class Driver:
         self.err = CappedOutput(self.budget)
 
     def load(self):
-        """Import the tool script by file path under its own module name."""
+        """Import the tool script by file path under its own module name. The module name
+        SCRATCH_MODULE instead makes an empty namespace: a fresh sandbox for code sent by
+        the client (executeWithLogging, executeWithProfiling)."""
         import importlib.util
         import os
+
+        if self.module_name == SCRATCH_MODULE:
+            import types
+
+            self.module = types.ModuleType("__scratch__")
+            self.module.__dict__["__builtins__"] = __builtins__
+            return {"ok": True, "result": {"ready": True}}
 
         path = os.path.join(self.scripts_dir, self.module_name + ".py")
         if not os.path.isfile(path):
@@ -438,7 +448,37 @@ class Driver:
         "exports": exports,
         "memory_stats": lambda self, request: {"ok": True, "result": memory_stats()},
         "collect": lambda self, request: {"ok": True, "result": collect()},
+        "profile": lambda self, request: self.profile(request),
     }
+
+    def profile(self, request):
+        """Runs code under cProfile; the top rows by cumulative time."""
+        code = request.get("code")
+        top = request.get("top")
+        if type(code) is not str or type(top) is not int or not 1 <= top <= 1000:
+            return error_frame("bad_request", message="profile needs code and 1 <= top <= 1000")
+        namespace = self.module.__dict__
+
+        def run():
+            import cProfile
+            import pstats
+
+            compiled = compile(code, "<script>", "exec")
+            profiler = cProfile.Profile()
+            profiler.enable()
+            try:
+                exec(compiled, namespace)
+            finally:
+                profiler.disable()
+            stats = pstats.Stats(profiler)
+            rows = []
+            for (filename, line, name), (_cc, ncalls, tottime, cumtime, _callers) in stats.stats.items():
+                rows.append({"function": name, "file": filename, "line": line, "ncalls": ncalls,
+                             "tottime": round(tottime, 9), "cumtime": round(cumtime, 9)})
+            rows.sort(key=lambda r: r["cumtime"], reverse=True)
+            return {"total_calls": stats.total_calls, "rows": rows[:top]}
+
+        return self.captured(request, run)
 
     def captured(self, request, work):
         """Runs work() with print() captured under the request's cap; the frame for its result."""
@@ -468,6 +508,8 @@ class Driver:
 
 
 MAX_OBJECTS = 1000
+# The module name the host passes for a fresh, empty namespace (not a valid script name).
+SCRATCH_MODULE = "-"
 
 
 def _public_name(name):

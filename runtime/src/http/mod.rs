@@ -8,6 +8,7 @@ mod batch;
 mod body;
 mod envelope;
 mod error;
+mod execute;
 mod exports;
 mod jobs;
 mod memory;
@@ -67,6 +68,8 @@ pub fn router(state: AppState) -> Router {
         .route("/getMemoryUsage", get(memory::usage))
         .route("/optimizeMemory", post(memory::optimize))
         .route("/clearUnusedResources", post(memory::clear_unused))
+        .route("/executeWithLogging", post(execute::with_logging))
+        .route("/executeWithProfiling", post(execute::with_profiling))
         .route("/setErrorHandlingStrategy", post(batch::set_strategy))
         .route("/jobs/{id}", get(jobs::get_job).delete(jobs::delete_job))
         .route_layer(middleware::from_fn_with_state(

@@ -46,7 +46,7 @@ fn checked_variable(name: &str) -> Result<(), ApiError> {
     check_variable(name).map_err(|err| ApiError::bad_request(err.to_string()))
 }
 
-fn checked_code(field: &str, text: &str) -> Result<(), ApiError> {
+pub(super) fn checked_code(field: &str, text: &str) -> Result<(), ApiError> {
     if text.len() > MAX_CODE_BYTES {
         return Err(ApiError::bad_request(format!(
             "{field} is longer than {MAX_CODE_BYTES} bytes"

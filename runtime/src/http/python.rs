@@ -102,8 +102,8 @@ pub async fn list(Extension(Caller(tenant)): Authed) -> Success<ListData> {
 #[derive(Serialize)]
 pub struct CallData {
     pub(super) result: Box<RawValue>,
-    stdout: String,
-    stderr: String,
+    pub(super) stdout: String,
+    pub(super) stderr: String,
     fuel_used: u64,
     elapsed_ms: f64,
     state_reset: bool,

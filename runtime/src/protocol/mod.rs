@@ -78,7 +78,13 @@ pub enum Op {
     MemoryStats,
     /// A full garbage collection.
     Collect,
+    /// Runs code under cProfile; the `top` rows by cumulative time.
+    Profile { code: String, top: u32 },
 }
+
+/// The module name that makes the driver start with an empty namespace instead of a script
+/// (a fresh sandbox for client code). Not a valid script name, so no script can take it.
+pub const SCRATCH_MODULE: &str = "-";
 
 /// What an object request acts on: a live object, or (the original's behaviour) a fresh
 /// instance of a class made for this request only.

@@ -400,6 +400,27 @@ impl Registry {
         evicted
     }
 
+    /// Runs `op` in a fresh sandbox with an empty namespace, under this owner's default
+    /// limits and call quotas (no scratch folder); the instance is dropped afterwards.
+    pub async fn run_fresh(&self, op: Op) -> Result<CallReport, RegistryError> {
+        let _permits = self.admit_call()?;
+        let limits = self.settings.limits.lowered(&self.settings.defaults)?;
+        let mounts = ToolMounts {
+            scripts: self.settings.scripts.clone(),
+            scratch: None,
+            max_open_files: self.settings.max_open_files,
+        };
+        let mut instance = self
+            .sandbox
+            .spawn(crate::protocol::SCRATCH_MODULE, &limits, &mounts)
+            .await?;
+        let outcome = instance.run(&op).await;
+        Ok(CallReport {
+            outcome,
+            state_reset: false,
+        })
+    }
+
     /// Whether `alias` is loaded (for requests answered before their work is done).
     pub fn contains(&self, alias: &str) -> bool {
         self.get(alias).is_ok()

@@ -43,6 +43,8 @@ pub struct Tenant {
     pub jobs: Jobs,
     /// How the tenant's failing calls are answered.
     pub strategies: Strategies,
+    /// The tenant's log folder (`executeWithLogging`'s `log_file`).
+    pub log_dir: std::path::PathBuf,
     rate: DefaultDirectRateLimiter,
 }
 
@@ -255,6 +257,7 @@ fn make_tenant(
         max_body_bytes: quotas.max_body_bytes,
         jobs: Jobs::new(quotas.max_jobs, Duration::from_secs(quotas.job_ttl_s)),
         strategies: Strategies::default(),
+        log_dir: parts.config.data_dir.join("logs").join(id),
         rate: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
     })
 }
