@@ -449,7 +449,16 @@ class Driver:
         "memory_stats": lambda self, request: {"ok": True, "result": memory_stats()},
         "collect": lambda self, request: {"ok": True, "result": collect()},
         "profile": lambda self, request: self.profile(request),
+        "add_sys_path": lambda self, request: self.add_sys_path(request),
     }
+
+    def add_sys_path(self, request):
+        path = request.get("path")
+        if type(path) is not str:
+            return error_frame("bad_request", message="path must be a string")
+        if path not in sys.path:
+            sys.path.append(path)
+        return {"ok": True, "result": None}
 
     def profile(self, request):
         """Runs code under cProfile; the top rows by cumulative time."""
@@ -723,6 +732,10 @@ def main(argv):
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != own_dir]
     global SCRIPTS_PREFIX
     SCRIPTS_PREFIX = argv[2].rstrip("/") + "/"
+    # addSysPath: extra guest paths the host checked, after the scripts folder
+    for arg in argv[3:]:
+        if arg.startswith("--path=") and arg[7:] not in sys.path:
+            sys.path.append(arg[7:])
     driver = Driver(argv[1], argv[2])
     rid = 0
     frame = driver.load()

@@ -3,6 +3,7 @@
 mod bad_input;
 mod batch;
 mod engine_cache;
+mod environment;
 mod execute;
 mod exports;
 mod fetch;

@@ -23,6 +23,7 @@ async fn a_new_instance_never_sees_a_previous_instances_bytes() {
         scripts,
         scratch: None,
         max_open_files: 64,
+        sys_paths: Vec::new(),
     };
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -117,6 +117,7 @@ async fn in_process(config: &Config, engine: Engine, calls: usize) -> anyhow::Re
         scripts: config.scripts_dir.canonicalize()?,
         scratch: None,
         max_open_files: config.quotas.max_open_files,
+        sys_paths: Vec::new(),
     };
     let sandbox = Sandbox::new(engine, mounts, config.start)?;
     let mut instance = sandbox

@@ -7,6 +7,7 @@ mod auth;
 mod batch;
 mod body;
 mod envelope;
+mod environment;
 mod error;
 mod execute;
 mod exports;
@@ -70,6 +71,9 @@ pub fn router(state: AppState) -> Router {
         .route("/clearUnusedResources", post(memory::clear_unused))
         .route("/executeWithLogging", post(execute::with_logging))
         .route("/executeWithProfiling", post(execute::with_profiling))
+        .route("/addSysPath", post(environment::add_sys_path))
+        .route("/installPackage", post(environment::packages_unavailable))
+        .route("/uninstallPackage", post(environment::packages_unavailable))
         .route("/setErrorHandlingStrategy", post(batch::set_strategy))
         .route("/jobs/{id}", get(jobs::get_job).delete(jobs::delete_job))
         .route_layer(middleware::from_fn_with_state(

@@ -80,6 +80,8 @@ pub enum Op {
     Collect,
     /// Runs code under cProfile; the `top` rows by cumulative time.
     Profile { code: String, top: u32 },
+    /// Appends a (host-checked) guest path to `sys.path`.
+    AddSysPath { path: String },
 }
 
 /// The module name that makes the driver start with an empty namespace instead of a script

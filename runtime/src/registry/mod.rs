@@ -149,7 +149,16 @@ pub struct Registry {
     tools: Mutex<HashMap<String, Slot>>,
     /// This owner's calls in flight.
     calls: Arc<Semaphore>,
+    /// Extra `sys.path` entries for this owner's instances (addSysPath), shared with the
+    /// actors so respawns see them too.
+    sys_paths: SysPaths,
 }
+
+/// Extra `sys.path` entries, shared by a registry and its actors.
+type SysPaths = Arc<Mutex<Vec<String>>>;
+
+/// Most extra `sys.path` entries per owner.
+pub const MAX_SYS_PATHS: usize = 16;
 
 impl Registry {
     pub fn new(sandbox: Sandbox, settings: Settings, shared: Shared) -> Self {
@@ -159,6 +168,7 @@ impl Registry {
             settings,
             shared,
             tools: Mutex::new(HashMap::new()),
+            sys_paths: Arc::default(),
         }
     }
 
@@ -206,6 +216,7 @@ impl Registry {
             scripts: self.settings.scripts.clone(),
             scratch: self.make_scratch(alias)?,
             max_open_files: self.settings.max_open_files,
+            sys_paths: lock(&self.sys_paths).clone(),
         };
         let scratch = mounts.scratch.as_ref().map(|s| ScratchDir(s.dir.clone()));
         // Starting an instance is work like a call: it holds call permits while it runs.
@@ -224,6 +235,7 @@ impl Registry {
                 objects: HashSet::new(),
                 lost: HashSet::new(),
                 last_used: std::time::Instant::now(),
+                sys_paths: Arc::clone(&self.sys_paths),
                 _scratch: scratch,
             },
             self.settings.queue_depth,
@@ -409,6 +421,7 @@ impl Registry {
             scripts: self.settings.scripts.clone(),
             scratch: None,
             max_open_files: self.settings.max_open_files,
+            sys_paths: lock(&self.sys_paths).clone(),
         };
         let mut instance = self
             .sandbox
@@ -419,6 +432,43 @@ impl Registry {
             outcome,
             state_reset: false,
         })
+    }
+
+    /// Adds a guest path (already checked to lie inside the mounts) to `sys.path` of every
+    /// instance from now on, and of the live ones now. Returns the aliases that failed to
+    /// take it at once (they get it at their next start). `false` when the list is full.
+    pub async fn add_sys_path(&self, path: &str) -> Option<Vec<String>> {
+        {
+            let mut paths = lock(&self.sys_paths);
+            if !paths.iter().any(|p| p == path) {
+                if paths.len() >= MAX_SYS_PATHS {
+                    return None;
+                }
+                paths.push(path.to_owned());
+            }
+        }
+        let mut failed = Vec::new();
+        for tool in self.list() {
+            let op = Op::AddSysPath {
+                path: path.to_owned(),
+            };
+            let ok = matches!(
+                self.run(&tool.alias, op).await,
+                Ok(CallReport {
+                    outcome: Outcome::Answered { error: None, .. },
+                    ..
+                })
+            );
+            if !ok {
+                failed.push(tool.alias);
+            }
+        }
+        Some(failed)
+    }
+
+    /// The extra `sys.path` entries.
+    pub fn sys_paths(&self) -> Vec<String> {
+        lock(&self.sys_paths).clone()
     }
 
     /// Whether `alias` is loaded (for requests answered before their work is done).
@@ -444,6 +494,10 @@ impl Registry {
     pub fn clear(&self) {
         self.slots().clear();
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Most names of lost objects remembered per tool.
@@ -604,6 +658,7 @@ struct Actor {
     lost: HashSet<String>,
     /// When the last request finished (or the tool was loaded).
     last_used: std::time::Instant,
+    sys_paths: SysPaths,
     /// Declared after the instance, so an aborted actor drops the instance first and only
     /// then removes the folder (no guest is left writing into it).
     _scratch: Option<ScratchDir>,
@@ -737,6 +792,7 @@ impl Actor {
 
     async fn respawn(&mut self) -> Result<(), SpawnError> {
         self.instance = None;
+        self.mounts.sys_paths = lock(&self.sys_paths).clone();
         let instance = self
             .sandbox
             .spawn(&self.script_name, &self.limits, &self.mounts)
@@ -768,6 +824,7 @@ impl Actor {
     }
 
     async fn reload(&mut self) -> Result<(), RegistryError> {
+        self.mounts.sys_paths = lock(&self.sys_paths).clone();
         let fresh = self
             .sandbox
             .spawn(&self.script_name, &self.limits, &self.mounts)

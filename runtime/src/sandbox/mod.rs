@@ -284,9 +284,16 @@ impl Sandbox {
 
     fn wasi_ctx(&self, module: &str, tool: &ToolMounts) -> anyhow::Result<WasiP1Ctx> {
         let driver = format!("{}/{}", mounts::DRIVER_GUEST, mounts::DRIVER_FILE);
+        let mut args = vec![
+            mounts::ARGV0.to_owned(),
+            driver,
+            module.to_owned(),
+            mounts::SCRIPTS_GUEST.to_owned(),
+        ];
+        args.extend(tool.sys_paths.iter().map(|path| format!("--path={path}")));
         let mut builder = WasiCtxBuilder::new();
         builder
-            .args(&[mounts::ARGV0, &driver, module, mounts::SCRIPTS_GUEST])
+            .args(&args)
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .allow_tcp(false)
             .allow_udp(false)

@@ -37,4 +37,7 @@ pub struct ToolMounts {
     pub scratch: Option<Scratch>,
     /// Files the guest may hold open at once (beyond stdio and the mounts).
     pub max_open_files: u32,
+    /// Extra guest paths appended to `sys.path` (checked by the caller to lie inside the
+    /// mounts above).
+    pub sys_paths: Vec<String>,
 }
