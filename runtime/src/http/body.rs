@@ -5,7 +5,6 @@
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
 use super::auth::BodyLimits;
 use super::error::ApiError;
@@ -132,12 +131,7 @@ fn classify(err: &serde_json::Error) -> ApiError {
             ),
         ),
         Category::Data => match missing_field(&text) {
-            Some(field) => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "missing_field",
-                format!("missing required field '{field}'"),
-            )
-            .with_details(json!({ "field": field })),
+            Some(field) => ApiError::missing_field(&field),
             None => ApiError::bad_request(clip(&text)),
         },
     }

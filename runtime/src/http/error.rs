@@ -49,6 +49,16 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
+    /// `400 missing_field`, naming the field in the message and in `details.field`.
+    pub fn missing_field(field: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "missing_field",
+            format!("missing required field '{field}'"),
+        )
+        .with_details(json!({ "field": field }))
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }

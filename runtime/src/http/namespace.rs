@@ -96,12 +96,7 @@ pub async fn set_variable(
 ) -> Result<Success<VariableData>, ApiError> {
     checked_variable(&body.variable_name)?;
     let Some(value) = body.value else {
-        return Err(ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "missing_field",
-            "missing required field 'value'",
-        )
-        .with_details(serde_json::json!({ "field": "value" })));
+        return Err(ApiError::missing_field("value"));
     };
     // Any JSON value is accepted; only its depth is bounded, as for call arguments.
     check_depth(&value, "value")?;

@@ -159,12 +159,7 @@ pub async fn set_attribute(
     let target = target(body.object_name, body.class_name)?;
     checked_public("attr_name", &body.attr_name)?;
     let Some(value) = body.value else {
-        return Err(ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "missing_field",
-            "missing required field 'value'",
-        )
-        .with_details(serde_json::json!({ "field": "value" })));
+        return Err(ApiError::missing_field("value"));
     };
     check_depth(&value, "value")?;
     let what = body.attr_name.clone();
