@@ -346,12 +346,14 @@ class Driver:
         return cls if isinstance(cls, type) else None
 
     def _target(self, request):
-        """The object a request acts on, or an error frame."""
+        """A function giving the object a request acts on (the live one, or a fresh instance
+        made when it is called, inside the captured work), or an error frame."""
         name = request.get("object_name")
         if name is not None:
             if name not in self.objects:
                 return None, error_frame("not_found", message="no live object named " + repr(name))
-            return self.objects[name], None
+            obj = self.objects[name]
+            return (lambda: obj), None
         cls = self._class(request.get("class_name"))
         if cls is None:
             return None, error_frame("not_found", message="no public class of that name in the tool")
@@ -384,11 +386,9 @@ class Driver:
             return error_frame("not_found", message="no public method of that name")
         args = request.get("args") or []
         kwargs = request.get("kwargs") or {}
-        fresh = request.get("object_name") is None
 
         def run():
-            obj = target() if fresh else target
-            method = getattr(obj, method_name, None)
+            method = getattr(target(), method_name, None)
             if method is None or not callable(method):
                 raise AttributeError("no method " + repr(method_name))
             return method(*args, **kwargs)
@@ -402,8 +402,7 @@ class Driver:
         attr = request.get("attr_name")
         if not _public_name(attr):
             return error_frame("bad_request", message="bad attribute name")
-        fresh = request.get("object_name") is None
-        return self.captured(request, lambda: getattr(target() if fresh else target, attr))
+        return self.captured(request, lambda: getattr(target(), attr))
 
     def set_attribute(self, request):
         target, error = self._target(request)
@@ -413,10 +412,9 @@ class Driver:
         if not _public_name(attr):
             return error_frame("bad_request", message="bad attribute name")
         value = request.get("value")
-        fresh = request.get("object_name") is None
 
         def assign():
-            setattr(target() if fresh else target, attr, value)
+            setattr(target(), attr, value)
             return None
 
         return self.captured(request, assign)

@@ -299,8 +299,27 @@ macro_rules! with_wasi {
 }
 
 async fn fd_write(
-    mut caller: Caller<'_, GuestState>,
+    caller: Caller<'_, GuestState>,
     (fd, iovs, count, nwritten): (i32, i32, i32, i32),
+) -> wasmtime::Result<i32> {
+    charged_write(caller, fd, iovs, count, None, nwritten).await
+}
+
+async fn fd_pwrite(
+    caller: Caller<'_, GuestState>,
+    (fd, iovs, count, offset, nwritten): (i32, i32, i32, i64, i32),
+) -> wasmtime::Result<i32> {
+    charged_write(caller, fd, iovs, count, Some(offset as u64), nwritten).await
+}
+
+/// `fd_write` (no offset) or `fd_pwrite`, after charging the scratch quota.
+async fn charged_write(
+    mut caller: Caller<'_, GuestState>,
+    fd: i32,
+    iovs: i32,
+    count: i32,
+    offset: Option<u64>,
+    nwritten: i32,
 ) -> wasmtime::Result<i32> {
     let Some(memory) = memory(&mut caller) else {
         return Ok(ERRNO_INVAL);
@@ -315,37 +334,12 @@ async fn fd_write(
         return Ok(ERRNO_NOSPC);
     }
     let ciovs = GuestPtr::new((iovs as u32, count as u32));
-    let result = with_wasi!(caller, memory, |wasi, mem| wasi.fd_write(
-        mem,
-        types::Fd::from(fd),
-        ciovs
-    ));
-    match errno(result)? {
-        (ERRNO_SUCCESS, Some(n)) => Ok(put_u32(&mut caller, memory, nwritten, n)),
-        (code, _) => Ok(code),
-    }
-}
-
-async fn fd_pwrite(
-    mut caller: Caller<'_, GuestState>,
-    (fd, iovs, count, offset, nwritten): (i32, i32, i32, i64, i32),
-) -> wasmtime::Result<i32> {
-    let Some(memory) = memory(&mut caller) else {
-        return Ok(ERRNO_INVAL);
+    let fd = types::Fd::from(fd);
+    let result = match offset {
+        None => with_wasi!(caller, memory, |wasi, mem| wasi.fd_write(mem, fd, ciovs)),
+        Some(at) => with_wasi!(caller, memory, |wasi, mem| wasi
+            .fd_pwrite(mem, fd, ciovs, at)),
     };
-    let Some(len) = iov_total(&mut caller, iovs, count) else {
-        return Ok(ERRNO_INVAL);
-    };
-    if !charge_bytes(&mut caller.data_mut().fs, len) {
-        return Ok(ERRNO_NOSPC);
-    }
-    let ciovs = GuestPtr::new((iovs as u32, count as u32));
-    let result = with_wasi!(caller, memory, |wasi, mem| wasi.fd_pwrite(
-        mem,
-        types::Fd::from(fd),
-        ciovs,
-        offset as u64
-    ));
     match errno(result)? {
         (ERRNO_SUCCESS, Some(n)) => Ok(put_u32(&mut caller, memory, nwritten, n)),
         (code, _) => Ok(code),
