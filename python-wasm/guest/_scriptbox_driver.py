@@ -37,6 +37,10 @@ Frames are JSON objects (protocol version 1; runtime/src/protocol/ holds the hos
                      "traceback"}, "stdout": str, "stderr": str}
     first frame     {"v": 1, "id": 0, "ok": true, "result": {"ready": true}} after the import,
                     or ok=false with kind "load_failed".
+    host call       {"v": 1, "id": N, "host": {"service": ..., ...}} from guest code during
+                    request N (the `scriptbox` module, see make_guest_module); the door
+                    returns {"ok": true, "result": <json>} or {"ok": false, "error": str}
+                    and the request goes on.
 
 Result conversion (README "Conversion table"): None, bool, str, int (any size, exact), finite
 float, list and tuple (as arrays), dict with str keys, numpy scalars (.item()) and arrays
@@ -209,6 +213,7 @@ class Driver:
         self.module_name = module_name
         self.scripts_dir = scripts_dir
         self.module = None
+        self.rid = 0  # the request being served (host calls carry its id)
         # Live objects by name (createObject); they live as long as this interpreter.
         self.objects = {}
         # One capture pair for the driver's life, reset per call: cheaper than new objects.
@@ -698,6 +703,71 @@ def _request_id(raw):
     return int(digits) if end > 0 and digits.isdigit() else 0
 
 
+class HostError(Exception):
+    """A host call was refused or failed (raised in guest code by the scriptbox module)."""
+
+
+HostError.__module__ = "scriptbox"
+
+
+def make_guest_module(exchange, driver):
+    """The `scriptbox` module tool code imports to reach its owner through the host: global
+    variables shared by the owner's tools and HTTP (syncVariableToGlobal), and functions the
+    owner registered (registerFunction). Each call is a frame {"v", "id", "host": {...}}
+    through the door; the host answers {"ok", "result" | "error"} and the request goes on."""
+    import types
+
+    module = types.ModuleType("scriptbox")
+    module.__doc__ = "Host services for scriptbox tools: global variables and registered functions."
+
+    def host_call(service, **fields):
+        fields["service"] = service
+        try:
+            frame = _ENCODE({"v": PROTOCOL, "id": driver.rid, "host": fields}).encode("utf-8")
+        except (TypeError, ValueError, UnicodeEncodeError) as exc:
+            raise TypeError("value cannot be sent to the host: " + str(exc)) from None
+        reply = _DECODE(exchange(frame))
+        if reply.get("ok") is True:
+            return reply.get("result")
+        raise HostError(str(reply.get("error") or "the host refused the call"))
+
+    def get_global(name, default=None):
+        """The owner's global variable `name`, or `default` when it is not set."""
+        value = host_call("get_global", name=name)
+        return default if value is None else value
+
+    def set_global(name, value):
+        """Sets the owner's global variable `name` to a JSON-convertible value."""
+        host_call("set_global", name=name, value=_outbound(value))
+
+    def delete_global(name):
+        """Removes the owner's global variable `name`; whether it existed."""
+        return host_call("delete_global", name=name)
+
+    def global_names():
+        """The names of the owner's global variables."""
+        return host_call("global_names")
+
+    def call(name, *args, **kwargs):
+        """Calls the function the owner registered as `name` (registerFunction)."""
+        return host_call("call_function", name=name, args=_outbound(list(args)), kwargs=_outbound(kwargs))
+
+    module.HostError = HostError
+    module.get_global = get_global
+    module.set_global = set_global
+    module.delete_global = delete_global
+    module.global_names = global_names
+    module.call = call
+    return module
+
+
+def _outbound(value):
+    try:
+        return to_json(value)
+    except Unserializable as exc:
+        raise TypeError("value cannot be sent to the host: " + exc.what) from None
+
+
 def door_transport():
     import _host
 
@@ -735,6 +805,7 @@ def main(argv):
         if arg.startswith("--path=") and arg[7:] not in sys.path:
             sys.path.append(arg[7:])
     driver = Driver(argv[1], argv[2])
+    sys.modules["scriptbox"] = make_guest_module(exchange, driver)
     rid = 0
     frame = driver.load()
     while True:
@@ -747,7 +818,7 @@ def main(argv):
             continue
         try:
             request = _DECODE(raw)
-            rid = request.get("id", 0)
+            rid = driver.rid = request.get("id", 0)
             if request.get("v") != PROTOCOL:
                 frame = error_frame("bad_request", message="unsupported protocol version")
                 continue

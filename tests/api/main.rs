@@ -8,6 +8,7 @@ mod execute;
 mod exports;
 mod fetch;
 mod guide;
+mod host;
 mod jobs;
 mod lifecycle;
 mod limits;

@@ -11,6 +11,7 @@ mod environment;
 mod error;
 mod execute;
 mod exports;
+mod globals;
 mod jobs;
 mod memory;
 mod namespace;
@@ -75,6 +76,9 @@ pub fn router(state: AppState) -> Router {
         .route("/installPackage", post(environment::packages_unavailable))
         .route("/uninstallPackage", post(environment::packages_unavailable))
         .route("/setErrorHandlingStrategy", post(batch::set_strategy))
+        .route("/syncVariableToGlobal", post(globals::to_global))
+        .route("/syncVariableFromGlobal", post(globals::from_global))
+        .route("/registerFunction", post(globals::register))
         .route("/jobs/{id}", get(jobs::get_job).delete(jobs::delete_job))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -119,7 +119,12 @@ impl Op {
 pub struct Response {
     pub v: u32,
     pub id: u64,
+    #[serde(default)]
     pub ok: bool,
+    /// Set when the frame is not a response but a call from guest code to the host
+    /// ([`HostRequest`], parsed separately so a malformed one is answered, not fatal).
+    #[serde(default)]
+    pub host: Option<Box<RawValue>>,
     #[serde(default)]
     pub result: Option<Box<RawValue>>,
     #[serde(default)]
@@ -128,6 +133,62 @@ pub struct Response {
     pub stdout: String,
     #[serde(default)]
     pub stderr: String,
+}
+
+/// A call from guest code to the host during a request (the driver's `scriptbox` module).
+/// Frames: `{"service": "get_global", "name"}`, `{"service": "set_global", "name", "value"}`,
+/// `{"service": "delete_global", "name"}`, `{"service": "global_names"}`,
+/// `{"service": "call_function", "name", "args", "kwargs"}`.
+#[derive(Debug)]
+pub enum HostRequest {
+    /// A value of the owner's global namespace (`null` when absent).
+    GetGlobal { name: String },
+    /// Sets a value of the owner's global namespace.
+    SetGlobal { name: String, value: Box<RawValue> },
+    /// Removes a value of the owner's global namespace.
+    DeleteGlobal { name: String },
+    /// The names in the owner's global namespace.
+    GlobalNames,
+    /// A function registered with `registerFunction`.
+    CallFunction {
+        name: String,
+        args: Box<RawValue>,
+        kwargs: Box<RawValue>,
+    },
+}
+
+/// A host call's frame as sent (serde's tagged enums cannot hold raw values).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostFrame {
+    service: String,
+    name: Option<String>,
+    value: Option<Box<RawValue>>,
+    args: Option<Box<RawValue>>,
+    kwargs: Option<Box<RawValue>>,
+}
+
+impl HostRequest {
+    /// Parses a host call's frame; the message says what is wrong with a bad one.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let frame: HostFrame = serde_json::from_str(text).map_err(|err| err.to_string())?;
+        let name = || frame.name.clone().ok_or_else(|| "missing name".to_owned());
+        Ok(match frame.service.as_str() {
+            "get_global" => Self::GetGlobal { name: name()? },
+            "set_global" => Self::SetGlobal {
+                name: name()?,
+                value: frame.value.ok_or("missing value")?,
+            },
+            "delete_global" => Self::DeleteGlobal { name: name()? },
+            "global_names" => Self::GlobalNames,
+            "call_function" => Self::CallFunction {
+                name: name()?,
+                args: frame.args.unwrap_or_else(empty_array),
+                kwargs: frame.kwargs.unwrap_or_else(empty_object),
+            },
+            other => return Err(format!("unknown host service {other:?}")),
+        })
+    }
 }
 
 /// A failure the driver reports (the instance stays alive).

@@ -13,12 +13,13 @@
 //! server's until it is answered: past either, calls are refused at once (`too_many_calls`,
 //! `overloaded`) instead of queueing without bound.
 
+mod host;
 mod names;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -30,6 +31,7 @@ use crate::sandbox::{
     Fault, Instance, LimitError, LimitOverrides, Limits, Outcome, Sandbox, Scratch, SpawnError,
     ToolMounts,
 };
+pub use host::{Functions, Globals, GlobalsError, MAX_FUNCTIONS, Target};
 pub use names::{NameError, check_alias, check_function, check_script, check_variable};
 
 /// Why a registry operation failed.
@@ -152,6 +154,10 @@ pub struct Registry {
     /// Extra `sys.path` entries for this owner's instances (addSysPath), shared with the
     /// actors so respawns see them too.
     sys_paths: SysPaths,
+    /// The owner's global variables, shared by its tools (host calls) and HTTP.
+    pub globals: Globals,
+    /// Functions the owner exposed to its tools' guest code.
+    pub functions: Functions,
 }
 
 /// Extra `sys.path` entries, shared by a registry and its actors.
@@ -169,6 +175,8 @@ impl Registry {
             shared,
             tools: Mutex::new(HashMap::new()),
             sys_paths: Arc::default(),
+            globals: Globals::default(),
+            functions: Functions::default(),
         }
     }
 
@@ -190,7 +198,7 @@ impl Registry {
 
     /// Loads `script_name` under `alias`, importing it in a new instance.
     pub async fn load(
-        &self,
+        self: &Arc<Self>,
         script_name: &str,
         alias: &str,
         overrides: &LimitOverrides,
@@ -236,6 +244,7 @@ impl Registry {
                 lost: HashSet::new(),
                 last_used: std::time::Instant::now(),
                 sys_paths: Arc::clone(&self.sys_paths),
+                owner: Arc::downgrade(self),
                 _scratch: scratch,
             },
             self.settings.queue_depth,
@@ -377,6 +386,7 @@ impl Registry {
             reply,
             permits,
             cancel,
+            chain: Vec::new(),
         })?;
         answer.await.map_err(|_| RegistryError::Unloaded)?
     }
@@ -414,7 +424,7 @@ impl Registry {
 
     /// Runs `op` in a fresh sandbox with an empty namespace, under this owner's default
     /// limits and call quotas (no scratch folder); the instance is dropped afterwards.
-    pub async fn run_fresh(&self, op: Op) -> Result<CallReport, RegistryError> {
+    pub async fn run_fresh(self: &Arc<Self>, op: Op) -> Result<CallReport, RegistryError> {
         let _permits = self.admit_call()?;
         let limits = self.settings.limits.lowered(&self.settings.defaults)?;
         let mounts = ToolMounts {
@@ -427,7 +437,11 @@ impl Registry {
             .sandbox
             .spawn(crate::protocol::SCRATCH_MODULE, &limits, &mounts)
             .await?;
-        let outcome = instance.run(&op).await;
+        let host = host::JobHost {
+            registry: Arc::downgrade(self),
+            chain: Vec::new(),
+        };
+        let outcome = instance.run_with(&op, &host).await;
         Ok(CallReport {
             outcome,
             state_reset: false,
@@ -566,6 +580,8 @@ enum Job {
         reply: oneshot::Sender<Result<CallReport, RegistryError>>,
         permits: CallPermits,
         cancel: Option<oneshot::Receiver<()>>,
+        /// The tools waiting on this job through registered-function calls, outermost first.
+        chain: Vec<String>,
     },
     Reload {
         reply: oneshot::Sender<Result<(), RegistryError>>,
@@ -659,6 +675,8 @@ struct Actor {
     /// When the last request finished (or the tool was loaded).
     last_used: std::time::Instant,
     sys_paths: SysPaths,
+    /// The registry, for the host calls of this tool's guest.
+    owner: Weak<Registry>,
     /// Declared after the instance, so an aborted actor drops the instance first and only
     /// then removes the folder (no guest is left writing into it).
     _scratch: Option<ScratchDir>,
@@ -673,8 +691,9 @@ impl Actor {
                     reply,
                     permits,
                     cancel,
+                    chain,
                 } => {
-                    let result = self.call(&op, cancel).await;
+                    let result = self.call(&op, cancel, chain).await;
                     self.last_used = std::time::Instant::now();
                     let replace = self.instance.is_none();
                     let _ = reply.send(result);
@@ -718,6 +737,7 @@ impl Actor {
         &mut self,
         op: &Op,
         cancel: Option<oneshot::Receiver<()>>,
+        mut chain: Vec<String>,
     ) -> Result<CallReport, RegistryError> {
         if let Some(name) = op.object_needed()
             && self.lost.contains(name)
@@ -736,8 +756,13 @@ impl Actor {
             unreachable!("an instance was just ensured");
         };
         let started = std::time::Instant::now();
+        chain.push(self.alias.clone());
+        let host = host::JobHost {
+            registry: Weak::clone(&self.owner),
+            chain,
+        };
         let outcome = match cancel {
-            None => instance.run(op).await,
+            None => instance.run_with(op, &host).await,
             Some(cancel) => {
                 let cancelled = async {
                     if cancel.await.is_err() {
@@ -745,7 +770,7 @@ impl Actor {
                     }
                 };
                 tokio::select! {
-                    outcome = instance.run(op) => outcome,
+                    outcome = instance.run_with(op, &host) => outcome,
                     () = cancelled => Outcome::Faulted {
                         fault: Fault::Cancelled,
                         elapsed: started.elapsed(),

@@ -31,6 +31,9 @@ pub struct Delivery {
 pub enum ToGuest {
     /// The next request: the door returns it to the driver.
     Request(Delivery),
+    /// The answer to the host call the guest is waiting on: the door returns it, and the
+    /// request carries on with the fuel and deadline it had.
+    Reply(Vec<u8>),
     /// A look at the parked guest's linear memory; the guest keeps waiting afterwards.
     Inspect(Inspection),
 }
@@ -73,6 +76,9 @@ pub struct DoorState {
     pub refuel: Option<u64>,
     /// The current request's deadline; `None` while the guest waits in the door.
     pub deadline: Option<Instant>,
+    /// While the guest waits in the door: the fuel it had left and its request's deadline,
+    /// restored if the wait was a host call.
+    pub parked: (u64, Option<Instant>),
 }
 
 /// The guest handed out a frame larger than its cap: the call's output passed its limit.
@@ -122,7 +128,7 @@ pub async fn call(
     let memory_capped = std::mem::take(&mut caller.data_mut().limits.hit);
     let door = &mut caller.data_mut().door;
     let fuel_used = door.budget.saturating_sub(remaining);
-    door.deadline = None;
+    door.parked = (remaining, door.deadline.take());
     if door
         .to_host
         .send(GuestFrame {
@@ -141,6 +147,9 @@ pub async fn call(
             Some(ToGuest::Request(delivery)) => {
                 return deliver(&mut caller, &memory, delivery, out_ptr_ptr, out_len_ptr).await;
             }
+            Some(ToGuest::Reply(frame)) => {
+                return resume(&mut caller, &memory, &frame, out_ptr_ptr, out_len_ptr).await;
+            }
             Some(ToGuest::Inspect(inspection)) => inspect(&caller, &memory, inspection),
         }
     }
@@ -156,6 +165,7 @@ fn inspect(caller: &Caller<'_, GuestState>, memory: &wasmtime::Memory, inspectio
     });
 }
 
+/// Hands a request to the driver and arms its budget.
 async fn deliver(
     caller: &mut Caller<'_, GuestState>,
     memory: &wasmtime::Memory,
@@ -164,11 +174,51 @@ async fn deliver(
     out_len_ptr: i32,
 ) -> wasmtime::Result<i32> {
     caller.set_fuel(delivery.fuel)?;
+    let status = hand_over(caller, memory, &delivery.frame, out_ptr_ptr, out_len_ptr).await?;
+    if status != DOOR_OK {
+        return Ok(status);
+    }
+    caller.set_fuel(delivery.fuel)?;
+    let door = &mut caller.data_mut().door;
+    door.budget = delivery.fuel;
+    door.refuel = Some(delivery.fuel);
+    door.deadline = Some(delivery.deadline);
+    Ok(DOOR_OK)
+}
+
+/// Hands a host call's answer to the guest, which carries on with the fuel and deadline it
+/// had (the copy itself costs the guest no fuel).
+async fn resume(
+    caller: &mut Caller<'_, GuestState>,
+    memory: &wasmtime::Memory,
+    frame: &[u8],
+    out_ptr_ptr: i32,
+    out_len_ptr: i32,
+) -> wasmtime::Result<i32> {
+    let (fuel, deadline) = caller.data().door.parked;
+    caller.set_fuel(fuel)?;
+    let status = hand_over(caller, memory, frame, out_ptr_ptr, out_len_ptr).await?;
+    caller.set_fuel(fuel)?;
+    let door = &mut caller.data_mut().door;
+    door.refuel = Some(fuel);
+    door.deadline = deadline;
+    Ok(status)
+}
+
+/// Copies `frame` into guest memory (allocated by the guest's `host_alloc`) and writes its
+/// address and length where the guest asked.
+async fn hand_over(
+    caller: &mut Caller<'_, GuestState>,
+    memory: &wasmtime::Memory,
+    frame: &[u8],
+    out_ptr_ptr: i32,
+    out_len_ptr: i32,
+) -> wasmtime::Result<i32> {
     let Some(alloc) = caller.get_export("host_alloc").and_then(|e| e.into_func()) else {
         return Ok(DOOR_FAULT);
     };
     let alloc = alloc.typed::<i32, i32>(caller.as_context())?;
-    let Ok(len) = i32::try_from(delivery.frame.len()) else {
+    let Ok(len) = i32::try_from(frame.len()) else {
         return Ok(DOOR_FAULT);
     };
     let at = alloc.call_async(caller.as_context_mut(), len).await? as u32 as usize;
@@ -176,7 +226,7 @@ async fn deliver(
         return Ok(DOOR_FAULT);
     }
     let wrote = memory
-        .write(caller.as_context_mut(), at, &delivery.frame)
+        .write(caller.as_context_mut(), at, frame)
         .and_then(|()| {
             memory.write(
                 caller.as_context_mut(),
@@ -191,13 +241,5 @@ async fn deliver(
                 &(len as u32).to_le_bytes(),
             )
         });
-    if wrote.is_err() {
-        return Ok(DOOR_FAULT);
-    }
-    caller.set_fuel(delivery.fuel)?;
-    let door = &mut caller.data_mut().door;
-    door.budget = delivery.fuel;
-    door.refuel = Some(delivery.fuel);
-    door.deadline = Some(delivery.deadline);
-    Ok(DOOR_OK)
+    Ok(if wrote.is_ok() { DOOR_OK } else { DOOR_FAULT })
 }

@@ -18,6 +18,7 @@
 
 mod door;
 mod fs;
+pub mod host;
 pub mod limits;
 pub mod mounts;
 
@@ -36,10 +37,11 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::engine::Engine;
-use crate::protocol::{self, GuestError, GuestErrorKind, Op, Request, Response};
+use crate::protocol::{self, GuestError, GuestErrorKind, HostRequest, Op, Request, Response};
 use door::{Closed, Delivery, DoorState, GuestFrame, Inspection, ToGuest};
 pub use door::{FrameTooLarge, MemoryReport};
 use fs::FsGuard;
+pub use host::{HostCalls, HostReply, NoHost};
 pub use limits::{LimitError, LimitOverrides, Limits, StartLimits};
 pub use mounts::{Mounts, Scratch, ToolMounts};
 
@@ -214,6 +216,7 @@ impl Sandbox {
                     budget: self.start.fuel,
                     refuel: None,
                     deadline: Some(deadline),
+                    parked: (0, None),
                 },
             )
             .map_err(SpawnError::Host)?;
@@ -373,8 +376,14 @@ impl Instance {
         self.run(&op).await
     }
 
-    /// Runs one request in the tool under the call limits.
+    /// Runs one request in the tool under the call limits, refusing host calls.
     pub async fn run(&mut self, op: &Op) -> Outcome {
+        self.run_with(op, &NoHost).await
+    }
+
+    /// Runs one request in the tool under the call limits; host calls the guest makes on
+    /// the way are answered by `host`, within the request's deadline.
+    pub async fn run_with(&mut self, op: &Op, host: &dyn HostCalls) -> Outcome {
         let started = Instant::now();
         let id = self.next_id;
         self.next_id += 1;
@@ -403,9 +412,49 @@ impl Instance {
             let fault = self.stopped_with().await;
             return self.faulted(fault, started);
         }
-        match self.receive(deadline).await {
-            Received::Frame(frame) => self.answer(id, frame, started),
-            Received::Fault(fault) => self.faulted(fault, started),
+        let mut host_calls = 0u32;
+        let mut memory_capped = false;
+        loop {
+            let frame = match self.receive(deadline).await {
+                Received::Frame(frame) => frame,
+                Received::Fault(fault) => return self.faulted(fault, started),
+            };
+            memory_capped |= frame.memory_capped;
+            let response: Response = match serde_json::from_slice(&frame.frame) {
+                Ok(response) => response,
+                Err(err) => {
+                    return self.faulted(Fault::Protocol(format!("bad frame: {err}")), started);
+                }
+            };
+            if response.v != protocol::PROTOCOL_VERSION || response.id != id {
+                return self.faulted(Fault::Protocol("frame for another request".into()), started);
+            }
+            let Some(call) = &response.host else {
+                return self.answer(response, frame.fuel_used, memory_capped, started);
+            };
+            host_calls += 1;
+            let reply = if host_calls > host::MAX_HOST_CALLS {
+                Err(format!(
+                    "more than {} host calls in one request",
+                    host::MAX_HOST_CALLS
+                ))
+            } else {
+                match HostRequest::parse(call.get()) {
+                    Err(err) => Err(format!("bad host call: {err}")),
+                    Ok(call) => {
+                        let until = tokio::time::Instant::from_std(deadline);
+                        match tokio::time::timeout_at(until, host.handle(call)).await {
+                            Ok(reply) => reply,
+                            Err(_) => return self.faulted(Fault::DeadlineExceeded, started),
+                        }
+                    }
+                }
+            };
+            let reply = ToGuest::Reply(host::reply_frame(&reply));
+            if self.to_guest.try_send(reply).is_err() {
+                let fault = self.stopped_with().await;
+                return self.faulted(fault, started);
+            }
         }
     }
 
@@ -436,15 +485,14 @@ impl Instance {
         }
     }
 
-    fn answer(&mut self, id: u64, frame: GuestFrame, started: Instant) -> Outcome {
+    fn answer(
+        &mut self,
+        response: Response,
+        fuel_used: u64,
+        memory_capped: bool,
+        started: Instant,
+    ) -> Outcome {
         let elapsed = started.elapsed();
-        let response: Response = match serde_json::from_slice(&frame.frame) {
-            Ok(response) => response,
-            Err(err) => return self.faulted(Fault::Protocol(format!("bad frame: {err}")), started),
-        };
-        if response.v != protocol::PROTOCOL_VERSION || response.id != id {
-            return self.faulted(Fault::Protocol("frame for another request".into()), started);
-        }
         // The driver enforces the output cap, but it shares its interpreter with the tool:
         // the host checks again and treats a frame past the cap as tampering.
         let output = response.stdout.len().saturating_add(response.stderr.len());
@@ -470,9 +518,9 @@ impl Instance {
             error,
             stdout: response.stdout,
             stderr: response.stderr,
-            fuel_used: frame.fuel_used,
+            fuel_used,
             elapsed,
-            memory_capped: frame.memory_capped,
+            memory_capped,
         }
     }
 
