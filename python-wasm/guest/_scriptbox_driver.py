@@ -42,11 +42,15 @@ Frames are JSON objects (protocol version 1; runtime/src/protocol/ holds the hos
                     returns {"ok": true, "result": <json>} or {"ok": false, "error": str}
                     and the request goes on.
 
-Result conversion (README "Conversion table"): None, bool, str, int (any size, exact), finite
-float, list and tuple (as arrays), dict with str keys, numpy scalars (.item()) and arrays
-(.tolist()). Everything else, including bytes, sets, NaN and infinities, non-str dict keys,
-cycles and nesting deeper than MAX_DEPTH, is refused with kind "unserializable_result" naming
-the type; no value is ever turned into text with str().
+Conversion (README "Conversion table"), results: None, bool, str, int (any size, exact),
+finite float, list and tuple (as arrays), set and frozenset (arrays, sorted when the items
+sort), dict with str keys, numpy scalars (.item()) and arrays (.tolist()), and four tagged
+types as one-key objects: bytes/bytearray/memoryview {"$bytes": base64}, datetime
+{"$datetime": ISO 8601}, date {"$date": ...}, time {"$time": ...}. Everything else, including
+NaN and infinities, non-str dict keys, cycles and nesting deeper than MAX_DEPTH, is refused
+with kind "unserializable_result" naming the type; no value is ever turned into text with
+str(). Arguments: JSON values as Python's json module reads them, and a one-key object whose
+key is one of the four tags (and whose value is a string) becomes that type.
 """
 
 import io
@@ -153,6 +157,16 @@ def to_json(obj, depth=0, active=None):
         return bool(obj) if isinstance(obj, bool) else (int(obj) if isinstance(obj, int) else str.__str__(obj))
     if isinstance(obj, float):
         return to_json(float(obj), depth, active)
+    tagged = _OUT_TAGS.get(t)
+    if tagged is not None:
+        return tagged(obj)
+    if isinstance(obj, (set, frozenset)):
+        items = list(obj)
+        try:
+            items.sort()
+        except TypeError:
+            pass  # items that do not sort keep the set's order
+        return to_json(items, depth, active)
     if isinstance(obj, (list, tuple, dict)):
         active = active if active is not None else set()
         if id(obj) in active:
@@ -170,6 +184,67 @@ def to_json(obj, depth=0, active=None):
         finally:
             active.discard(id(obj))
     raise Unserializable(type_name(obj))
+
+
+def _b64(data):
+    import binascii
+
+    return {"$bytes": binascii.b2a_base64(data, newline=False).decode("ascii")}
+
+
+def _iso(tag):
+    return lambda value: {tag: value.isoformat()}
+
+
+def _out_tags():
+    """Types sent as tagged one-key objects (exact types: subclasses are refused)."""
+    import datetime
+
+    return {
+        bytes: _b64,
+        bytearray: _b64,
+        memoryview: lambda view: _b64(view.tobytes()),
+        datetime.datetime: _iso("$datetime"),
+        datetime.date: _iso("$date"),
+        datetime.time: _iso("$time"),
+    }
+
+
+_OUT_TAGS = _out_tags()
+
+
+class BadTaggedValue(ValueError):
+    """A tagged argument ({"$bytes": ...}) whose text does not parse."""
+
+
+def _in_tags():
+    import binascii
+    import datetime
+
+    return {
+        "$bytes": lambda text: binascii.a2b_base64(text, strict_mode=True),
+        "$datetime": datetime.datetime.fromisoformat,
+        "$date": datetime.date.fromisoformat,
+        "$time": datetime.time.fromisoformat,
+    }
+
+
+_IN_TAGS = _in_tags()
+
+
+def _tagged(obj):
+    """json object_hook: a one-key object {"$tag": str} becomes its type; others stay dicts."""
+    if len(obj) != 1:
+        return obj
+    for key, value in obj.items():
+        convert = _IN_TAGS.get(key)
+        if convert is None or type(value) is not str:
+            return obj
+        try:
+            return convert(value)
+        except ValueError as exc:  # binascii.Error is a ValueError
+            raise BadTaggedValue(key + " value " + repr(value[:40]) + " does not parse: " + str(exc)) from None
+    return obj
 
 
 # Frames from files under this prefix (the tool's scripts) are the only ones a traceback shows.
@@ -628,8 +703,9 @@ def _make_encoder():
 
 
 def _make_decoder():
-    """Request frames are compact JSON written by the host; the C scanner parses them."""
-    scan = json.JSONDecoder().scan_once
+    """Request frames are compact JSON written by the host; the C scanner parses them, and
+    tagged arguments become their types."""
+    scan = json.JSONDecoder(object_hook=_tagged).scan_once
 
     def decode(raw):
         text = raw.decode("utf-8")
@@ -825,6 +901,9 @@ def main(argv):
             frame = driver.handle(request) if driver.module is not None else error_frame(
                 "load_failed", message="the tool script did not load"
             )
+        except BadTaggedValue as exc:
+            rid = _request_id(raw)
+            frame = error_frame("bad_request", message="bad tagged argument: " + str(exc))
         except BaseException as exc:  # a malformed frame never ends the loop
             rid = _request_id(raw)
             frame = error_frame("bad_request", message="malformed request: " + type_name(exc))

@@ -105,8 +105,6 @@ async fn args_kwargs_and_conversions() {
         json!({"a": [1, {"b": [2.5, "c"]}]})
     );
     for (kind, names) in [
-        ("bytes", "bytes"),
-        ("set", "set"),
         ("nan", "nan"),
         ("inf", "inf"),
         ("object", "object"),

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod batch;
+mod conversion;
 mod engine_cache;
 mod environment;
 mod execute;

@@ -382,8 +382,12 @@ fn guest_error(
             "tool '{alias}' has no public function '{function}'"
         )),
         GuestErrorKind::BadRequest => {
-            ApiError::bad_request("the tool's interpreter could not read the request")
-                .with_cause(clip(&error.message))
+            // The driver's reason (a bad tagged argument, a bad name): the tenant's own data.
+            ApiError::bad_request(format!(
+                "the tool's interpreter could not read the request: {}",
+                clip(&error.message)
+            ))
+            .with_cause(clip(&error.message))
         }
         // A call answered as if the tool never loaded: the driver was tampered with.
         GuestErrorKind::LoadFailed => ApiError::new(
