@@ -32,6 +32,9 @@ Frames are JSON objects (protocol version 1; runtime/src/protocol/ holds the hos
                     {"op": "exports"}
                     {"op": "memory_stats"}, {"op": "collect"}
                     {"op": "profile", "code": str, "top": int}
+                    {"op": "add_sys_path", "path": str}
+                    {"op": "run", "code": str, "args": <json>}
+                    {"op": "run_file", "path": str, "argv": [str]}
     guest -> host   {"v": 1, "id": N, "ok": true, "result": <json>, "stdout": str, "stderr": str}
                     {"v": 1, "id": N, "ok": false, "error": {"kind", "type", "message",
                      "traceback"}, "stdout": str, "stderr": str}
@@ -528,7 +531,53 @@ class Driver:
         "collect": lambda self, request: {"ok": True, "result": collect()},
         "profile": lambda self, request: self.profile(request),
         "add_sys_path": lambda self, request: self.add_sys_path(request),
+        "run": lambda self, request: self.run_code(request),
+        "run_file": lambda self, request: self.run_file(request),
     }
+
+    def run_code(self, request):
+        """Executes code in the namespace with `args` bound; the result is the value of the
+        last statement if it is an expression, else the variable `result` (None if unset)."""
+        code = request.get("code")
+        if type(code) is not str:
+            return error_frame("bad_request", message="code must be a string")
+        namespace = self.module.__dict__
+        namespace["args"] = request.get("args")
+
+        def run():
+            import ast
+
+            tree = ast.parse(code, "<code>", "exec")
+            last = None
+            if tree.body and isinstance(tree.body[-1], ast.Expr):
+                last = ast.Expression(tree.body.pop().value)
+            exec(compile(tree, "<code>", "exec"), namespace)
+            if last is not None:
+                return eval(compile(last, "<code>", "eval"), namespace)
+            return namespace.get("result")
+
+        return self.captured(request, run)
+
+    def run_file(self, request):
+        """Runs a script file as __main__ with sys.argv = [path, *argv]; the result is the
+        script's variable `result` (None if unset)."""
+        path = request.get("path")
+        argv = request.get("argv")
+        if type(path) is not str or type(argv) is not list or not all(type(a) is str for a in argv):
+            return error_frame("bad_request", message="run_file needs a path and a list of strings")
+
+        def run():
+            import runpy
+
+            saved = sys.argv
+            sys.argv = [path] + argv
+            try:
+                namespace = runpy.run_path(path, run_name="__main__")
+            finally:
+                sys.argv = saved
+            return namespace.get("result")
+
+        return self.captured(request, run)
 
     def add_sys_path(self, request):
         path = request.get("path")

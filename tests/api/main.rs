@@ -9,6 +9,7 @@ mod execute;
 mod exports;
 mod fetch;
 mod guide;
+mod high_level;
 mod host;
 mod jobs;
 mod lifecycle;

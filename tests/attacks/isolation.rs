@@ -24,6 +24,7 @@ async fn a_new_instance_never_sees_a_previous_instances_bytes() {
         scratch: None,
         max_open_files: 64,
         sys_paths: Vec::new(),
+        site_packages: None,
     };
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

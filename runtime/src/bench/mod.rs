@@ -118,6 +118,7 @@ async fn in_process(config: &Config, engine: Engine, calls: usize) -> anyhow::Re
         scratch: None,
         max_open_files: config.quotas.max_open_files,
         sys_paths: Vec::new(),
+        site_packages: None,
     };
     let sandbox = Sandbox::new(engine, mounts, config.start)?;
     let mut instance = sandbox

@@ -1,4 +1,5 @@
-//! `/python/addSysPath`, and the package routes that wait for the packages issue.
+//! `/python/addSysPath`, `createVenv`, `activateVenv`, and the package routes that wait for
+//! the packages issue.
 
 use axum::Extension;
 use axum::http::StatusCode;
@@ -115,4 +116,77 @@ mod tests {
             assert!(granted(bad).is_err(), "{bad:?}");
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VenvBody {
+    /// For `activateVenv`, `null` deactivates.
+    #[serde(default, deserialize_with = "super::python::present")]
+    env_name: Option<Box<serde_json::value::RawValue>>,
+}
+
+#[derive(Serialize)]
+pub struct VenvData {
+    env_name: Option<String>,
+    /// `createVenv`: whether it was made now (`false`: it already existed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created: Option<bool>,
+    venvs: Vec<String>,
+    active: Option<String>,
+}
+
+/// The body's `env_name`: a string, or `None` for an explicit `null` (when allowed).
+fn env_name(body: VenvBody, null_ok: bool) -> Result<Option<String>, ApiError> {
+    let raw = body
+        .env_name
+        .ok_or_else(|| ApiError::missing_field("env_name"))?;
+    if raw.get().trim() == "null" && null_ok {
+        return Ok(None);
+    }
+    let name: String = serde_json::from_str(raw.get())
+        .map_err(|_| ApiError::bad_request("env_name must be a string"))?;
+    crate::registry::check_venv(&name).map_err(|err| ApiError::bad_request(err.to_string()))?;
+    Ok(Some(name))
+}
+
+/// `POST /python/createVenv {env_name}`: a named package environment of the tenant (a
+/// `site-packages` folder, empty until packages can be installed).
+pub async fn create_venv(
+    Extension(Caller(tenant)): Authed,
+    JsonBody(body): JsonBody<VenvBody>,
+) -> Result<Success<VenvData>, ApiError> {
+    let name = env_name(body, false)?.unwrap_or_default();
+    let (_, created) = tenant
+        .registry
+        .create_venv(&name)
+        .map_err(|err| super::python::registry_error(&tenant.id, err))?;
+    let (venvs, active) = tenant.registry.venvs();
+    Ok(Success(VenvData {
+        env_name: Some(name),
+        created: Some(created),
+        venvs,
+        active,
+    }))
+}
+
+/// `POST /python/activateVenv {env_name}`: the environment mounted read-only at
+/// `/site-packages` (and on `sys.path`) in every instance the tenant starts from now on:
+/// loads, reloads and respawns. Running instances keep what they have. `null` deactivates.
+pub async fn activate_venv(
+    Extension(Caller(tenant)): Authed,
+    JsonBody(body): JsonBody<VenvBody>,
+) -> Result<Success<VenvData>, ApiError> {
+    let name = env_name(body, true)?;
+    tenant
+        .registry
+        .activate_venv(name.as_deref())
+        .map_err(|err| super::python::registry_error(&tenant.id, err))?;
+    let (venvs, active) = tenant.registry.venvs();
+    Ok(Success(VenvData {
+        env_name: name,
+        created: None,
+        venvs,
+        active,
+    }))
 }

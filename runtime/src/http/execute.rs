@@ -28,7 +28,7 @@ pub const MAX_LOG_BYTES: u64 = 16 << 20;
 async fn run_fresh(tenant: &Tenant, what: &str, op: Op) -> Result<CallData, ApiError> {
     let report = tenant
         .registry
-        .run_fresh(op)
+        .run_fresh(crate::protocol::SCRATCH_MODULE, op, None)
         .await
         .map_err(|err| registry_error(&tenant.id, err))?;
     call_result(report, "(fresh sandbox)", what).map(|Success(data)| data)

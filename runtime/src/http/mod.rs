@@ -12,6 +12,7 @@ mod error;
 mod execute;
 mod exports;
 mod globals;
+mod high_level;
 mod jobs;
 mod memory;
 mod namespace;
@@ -79,11 +80,23 @@ pub fn router(state: AppState) -> Router {
         .route("/syncVariableToGlobal", post(globals::to_global))
         .route("/syncVariableFromGlobal", post(globals::from_global))
         .route("/registerFunction", post(globals::register))
+        .route("/createVenv", post(environment::create_venv))
+        .route("/activateVenv", post(environment::activate_venv))
         .route("/jobs/{id}", get(jobs::get_job).delete(jobs::delete_job))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
         ));
+    let high_level = Router::new()
+        .route("/execute", post(high_level::execute))
+        .route("/executeFile", post(high_level::execute_file))
+        .route("/executeFunction", post(high_level::execute_function))
+        .route("/statistics", get(high_level::statistics))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+    std::sync::LazyLock::force(&high_level::STARTED);
     let admin = Router::new()
         .route("/tenants", get(admin::tenants))
         .route_layer(middleware::from_fn_with_state(
@@ -94,6 +107,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .nest("/python", python)
+        .nest("/api/python", high_level)
         .nest("/admin", admin)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)

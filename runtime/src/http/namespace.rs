@@ -10,7 +10,9 @@ use super::auth::Caller;
 use super::body::JsonBody;
 use super::envelope::Data as Success;
 use super::error::ApiError;
-use super::python::{AliasBody, Authed, CallData, check_depth, run_op};
+use super::python::{
+    AliasBody, Authed, CallData, call_result, check_depth, registry_error, run_op,
+};
 use crate::protocol::Op;
 use crate::registry::check_variable;
 
@@ -146,23 +148,25 @@ pub async fn eval(
         .map(Success)
 }
 
-/// `POST /python/inject {code_snippet, alias}`: statements executed in the tool's namespace
-/// (their effects stay, as the tool's own state). The original's form without `alias`
-/// (`__main__` of the server's interpreter) needs a per-tenant scratch interpreter, which
-/// does not exist yet: it is refused with a clear message.
+/// `POST /python/inject {code_snippet, alias?}`: statements executed in the tool's
+/// namespace (their effects stay, as the tool's own state). Without `alias` (the original's
+/// `__main__`), in the tenant's session interpreter: an empty namespace of its own that keeps
+/// what is defined in it (shared with `/api/python/execute` in `session` mode).
 pub async fn inject(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<InjectBody>,
 ) -> Result<Success<CallData>, ApiError> {
     checked_code("code_snippet", &body.code_snippet)?;
-    let Some(alias) = body.alias else {
-        return Err(ApiError::bad_request(
-            "inject needs an alias: code runs in a loaded tool's namespace \
-             (a per-tenant scratch interpreter is not available yet)",
-        ));
-    };
     let op = Op::Exec {
         code: body.code_snippet,
+    };
+    let Some(alias) = body.alias else {
+        let report = tenant
+            .registry
+            .run_session(op, None)
+            .await
+            .map_err(|err| registry_error(&tenant.id, err))?;
+        return call_result(report, "(session)", "the code snippet");
     };
     run_op(&tenant, &alias, "the code snippet", op)
         .await

@@ -481,6 +481,14 @@ fn client_error(err: RegistryError) -> ApiError {
             api
         }
         RegistryError::Busy => ApiError::busy(),
+        RegistryError::TooManyVenvs(max) => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_venvs",
+            format!("this key already has its maximum of {max} package environments"),
+        ),
+        RegistryError::VenvNotFound => {
+            ApiError::not_found("no package environment of that name; create it first")
+        }
         RegistryError::Unloaded => ApiError::new(
             StatusCode::CONFLICT,
             "tool_unloaded",

@@ -82,6 +82,10 @@ pub enum Op {
     Profile { code: String, top: u32 },
     /// Appends a (host-checked) guest path to `sys.path`.
     AddSysPath { path: String },
+    /// Executes code with `args` bound; the value of a final expression (or of `result`).
+    Run { code: String, args: Box<RawValue> },
+    /// Runs a script file (a host-checked guest path) as `__main__` with `sys.argv`.
+    RunFile { path: String, argv: Vec<String> },
 }
 
 /// The module name that makes the driver start with an empty namespace instead of a script

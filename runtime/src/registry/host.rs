@@ -232,6 +232,7 @@ impl JobHost {
             permits,
             cancel: Some(cancelled),
             chain: self.chain.clone(),
+            within: None,
         })
         .map_err(|e| e.to_string())?;
         let report = answer

@@ -15,6 +15,7 @@
 
 mod host;
 mod names;
+mod venvs;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ use crate::sandbox::{
 };
 pub use host::{Functions, Globals, GlobalsError, MAX_FUNCTIONS, Target};
 pub use names::{NameError, check_alias, check_function, check_script, check_variable};
+pub use venvs::{MAX_VENVS, check_venv};
 
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,10 @@ pub enum RegistryError {
     Overloaded,
     #[error("the live object was lost when the tool's instance was replaced")]
     ObjectLost(String),
+    #[error("the owner already has its maximum of {0} package environments")]
+    TooManyVenvs(usize),
+    #[error("no package environment of that name")]
+    VenvNotFound,
     #[error("the tool's queue is full")]
     Busy,
     #[error("the tool was unloaded while the call waited")]
@@ -111,6 +117,8 @@ pub struct Settings {
     /// Where each tool's scratch folder is made, and its quotas; `None`: no scratch.
     pub scratch: Option<ScratchQuota>,
     pub max_open_files: u32,
+    /// Where the owner's package environments live (`<name>/site-packages`).
+    pub venvs_root: PathBuf,
 }
 
 /// Scratch folders: `root/<alias>.<random>` per loaded tool, removed when it goes.
@@ -151,30 +159,63 @@ pub struct Registry {
     tools: Mutex<HashMap<String, Slot>>,
     /// This owner's calls in flight.
     calls: Arc<Semaphore>,
-    /// Extra `sys.path` entries for this owner's instances (addSysPath), shared with the
-    /// actors so respawns see them too.
-    sys_paths: SysPaths,
+    /// Extra `sys.path` entries (addSysPath) and the active package environment for this
+    /// owner's instances, shared with the actors so respawns see them too.
+    paths: SharedPaths,
+    /// Code run in fresh sandboxes (`run_fresh`), for statistics.
+    fresh_runs: AtomicU64,
     /// The owner's global variables, shared by its tools (host calls) and HTTP.
     pub globals: Globals,
     /// Functions the owner exposed to its tools' guest code.
     pub functions: Functions,
 }
 
-/// Extra `sys.path` entries, shared by a registry and its actors.
-type SysPaths = Arc<Mutex<Vec<String>>>;
+/// What an owner's instances find on `sys.path` besides their scripts, shared by a registry
+/// and its actors.
+type SharedPaths = Arc<Mutex<GuestPaths>>;
+
+#[derive(Debug, Default, Clone)]
+struct GuestPaths {
+    sys_paths: Vec<String>,
+    venv: Option<Venv>,
+}
+
+impl GuestPaths {
+    fn apply(&self, mounts: &mut ToolMounts) {
+        mounts.sys_paths.clone_from(&self.sys_paths);
+        mounts.site_packages = self.venv.as_ref().map(|v| v.site_packages.clone());
+    }
+}
+
+/// A named package environment of an owner: a `site-packages` folder its tools may mount.
+#[derive(Debug, Clone, Serialize)]
+pub struct Venv {
+    pub name: String,
+    #[serde(skip)]
+    pub site_packages: PathBuf,
+}
+
+/// The alias of an owner's session interpreter (`inject` without an alias, `execute` in
+/// session mode). Not a valid client alias, so no request can name it directly.
+pub const SESSION_ALIAS: &str = ".session";
 
 /// Most extra `sys.path` entries per owner.
 pub const MAX_SYS_PATHS: usize = 16;
 
 impl Registry {
     pub fn new(sandbox: Sandbox, settings: Settings, shared: Shared) -> Self {
+        let venv = venvs::recorded(&settings.venvs_root);
         Self {
             calls: Arc::new(Semaphore::new(settings.max_concurrent_calls)),
             sandbox,
             settings,
             shared,
             tools: Mutex::new(HashMap::new()),
-            sys_paths: Arc::default(),
+            paths: Arc::new(Mutex::new(GuestPaths {
+                sys_paths: Vec::new(),
+                venv,
+            })),
+            fresh_runs: AtomicU64::new(0),
             globals: Globals::default(),
             functions: Functions::default(),
         }
@@ -219,22 +260,27 @@ impl Registry {
         if !names::script_exists(&self.settings.scripts, script_name) {
             return Err(RegistryError::ScriptNotFound);
         }
+        self.start_tool(script_name, alias, limits).await
+    }
+
+    /// Starts `module` (a checked, existing script, or the empty namespace) under `alias`.
+    async fn start_tool(
+        self: &Arc<Self>,
+        module: &str,
+        alias: &str,
+        limits: Limits,
+    ) -> Result<ToolInfo, RegistryError> {
         let mut reservation = self.reserve(alias)?;
-        let mounts = ToolMounts {
-            scripts: self.settings.scripts.clone(),
-            scratch: self.make_scratch(alias)?,
-            max_open_files: self.settings.max_open_files,
-            sys_paths: lock(&self.sys_paths).clone(),
-        };
+        let mounts = self.tool_mounts(self.make_scratch(alias)?);
         let scratch = mounts.scratch.as_ref().map(|s| ScratchDir(s.dir.clone()));
         // Starting an instance is work like a call: it holds call permits while it runs.
         let permits = self.admit_call()?;
-        let instance = self.sandbox.spawn(script_name, &limits, &mounts).await?;
+        let instance = self.sandbox.spawn(module, &limits, &mounts).await?;
         drop(permits);
         let tool = Arc::new(Tool::start(
             Actor {
                 sandbox: self.sandbox.clone(),
-                script_name: script_name.to_owned(),
+                script_name: module.to_owned(),
                 alias: alias.to_owned(),
                 limits,
                 mounts,
@@ -243,7 +289,7 @@ impl Registry {
                 objects: HashSet::new(),
                 lost: HashSet::new(),
                 last_used: std::time::Instant::now(),
-                sys_paths: Arc::clone(&self.sys_paths),
+                paths: Arc::clone(&self.paths),
                 owner: Arc::downgrade(self),
                 _scratch: scratch,
             },
@@ -253,6 +299,19 @@ impl Registry {
         let info = tool.info();
         reservation.fill(tool);
         Ok(info)
+    }
+
+    /// What an instance of this owner sees besides the shared mounts.
+    fn tool_mounts(&self, scratch: Option<Scratch>) -> ToolMounts {
+        let mut mounts = ToolMounts {
+            scripts: self.settings.scripts.clone(),
+            scratch,
+            max_open_files: self.settings.max_open_files,
+            sys_paths: Vec::new(),
+            site_packages: None,
+        };
+        lock(&self.paths).apply(&mut mounts);
+        mounts
     }
 
     /// Holds `alias` while its first instance starts. If the load fails, or its request is
@@ -366,7 +425,7 @@ impl Registry {
     /// Runs `op` in the tool loaded as `alias`, under its call limits and this owner's call
     /// quotas. Names inside `op` must have been checked by the caller.
     pub async fn run(&self, alias: &str, op: Op) -> Result<CallReport, RegistryError> {
-        self.run_cancellable(alias, op, None).await
+        self.run_job(alias, op, None, None).await
     }
 
     /// As [`Registry::run`]; a message on `cancel` stops the guest mid-call (the instance is
@@ -378,6 +437,44 @@ impl Registry {
         op: Op,
         cancel: Option<oneshot::Receiver<()>>,
     ) -> Result<CallReport, RegistryError> {
+        self.run_job(alias, op, cancel, None).await
+    }
+
+    /// Runs `op` in the owner's session interpreter (an empty namespace that keeps what is
+    /// defined in it), started on first use under the owner's default limits; `within`
+    /// lowers the deadline for this request. It takes one of the owner's tool slots, is not
+    /// listed, and is evicted like any idle tool.
+    pub async fn run_session(
+        self: &Arc<Self>,
+        op: Op,
+        within: Option<std::time::Duration>,
+    ) -> Result<CallReport, RegistryError> {
+        if self.get(SESSION_ALIAS).is_err() {
+            let limits = self.settings.limits.lowered(&self.settings.defaults)?;
+            match self
+                .start_tool(crate::protocol::SCRATCH_MODULE, SESSION_ALIAS, limits)
+                .await
+            {
+                // started meanwhile by a concurrent request: use it once it is ready
+                Ok(_) | Err(RegistryError::AliasExists) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        self.run_job(SESSION_ALIAS, op, None, within)
+            .await
+            .map_err(|err| match err {
+                RegistryError::NotFound => RegistryError::Busy,
+                other => other,
+            })
+    }
+
+    async fn run_job(
+        &self,
+        alias: &str,
+        op: Op,
+        cancel: Option<oneshot::Receiver<()>>,
+        within: Option<std::time::Duration>,
+    ) -> Result<CallReport, RegistryError> {
         let tool = self.get(alias)?;
         let permits = self.admit_call()?;
         let (reply, answer) = oneshot::channel();
@@ -387,6 +484,7 @@ impl Registry {
             permits,
             cancel,
             chain: Vec::new(),
+            within,
         })?;
         answer.await.map_err(|_| RegistryError::Unloaded)?
     }
@@ -422,30 +520,64 @@ impl Registry {
         evicted
     }
 
-    /// Runs `op` in a fresh sandbox with an empty namespace, under this owner's default
-    /// limits and call quotas (no scratch folder); the instance is dropped afterwards.
-    pub async fn run_fresh(self: &Arc<Self>, op: Op) -> Result<CallReport, RegistryError> {
+    /// Runs `op` in a fresh sandbox, under this owner's default limits (the deadline lowered
+    /// to `within` if given) and call quotas, without a scratch folder; the instance is
+    /// dropped afterwards. `module` is a checked script name, or
+    /// [`SCRATCH_MODULE`](crate::protocol::SCRATCH_MODULE) for an empty namespace.
+    pub async fn run_fresh(
+        self: &Arc<Self>,
+        module: &str,
+        op: Op,
+        within: Option<std::time::Duration>,
+    ) -> Result<CallReport, RegistryError> {
+        if module != crate::protocol::SCRATCH_MODULE {
+            check_script(module)?;
+            if !names::script_exists(&self.settings.scripts, module) {
+                return Err(RegistryError::ScriptNotFound);
+            }
+        }
         let _permits = self.admit_call()?;
+        self.fresh_runs.fetch_add(1, Ordering::Relaxed);
         let limits = self.settings.limits.lowered(&self.settings.defaults)?;
-        let mounts = ToolMounts {
-            scripts: self.settings.scripts.clone(),
-            scratch: None,
-            max_open_files: self.settings.max_open_files,
-            sys_paths: lock(&self.sys_paths).clone(),
-        };
-        let mut instance = self
-            .sandbox
-            .spawn(crate::protocol::SCRATCH_MODULE, &limits, &mounts)
-            .await?;
+        let mounts = self.tool_mounts(None);
+        let mut instance = self.sandbox.spawn(module, &limits, &mounts).await?;
         let host = host::JobHost {
             registry: Arc::downgrade(self),
             chain: Vec::new(),
         };
-        let outcome = instance.run_with(&op, &host).await;
+        let outcome = instance.run_within(&op, &host, within).await;
         Ok(CallReport {
             outcome,
             state_reset: false,
         })
+    }
+
+    /// Creates package environment `name`; whether it is new.
+    pub fn create_venv(&self, name: &str) -> Result<(Venv, bool), RegistryError> {
+        check_venv(name)?;
+        venvs::create(&self.settings.venvs_root, name)
+    }
+
+    /// Makes `name` (or none) the environment that instances started from now on mount.
+    pub fn activate_venv(&self, name: Option<&str>) -> Result<Option<Venv>, RegistryError> {
+        if let Some(name) = name {
+            check_venv(name)?;
+        }
+        let mut paths = lock(&self.paths);
+        let venv = venvs::activate(&self.settings.venvs_root, name)?;
+        paths.venv.clone_from(&venv);
+        Ok(venv)
+    }
+
+    /// The owner's environments, and the active one.
+    pub fn venvs(&self) -> (Vec<String>, Option<String>) {
+        let active = lock(&self.paths).venv.as_ref().map(|v| v.name.clone());
+        (venvs::list(&self.settings.venvs_root), active)
+    }
+
+    /// How many fresh sandboxes this owner has run.
+    pub fn fresh_runs(&self) -> u64 {
+        self.fresh_runs.load(Ordering::Relaxed)
     }
 
     /// Adds a guest path (already checked to lie inside the mounts) to `sys.path` of every
@@ -453,7 +585,7 @@ impl Registry {
     /// take it at once (they get it at their next start). `false` when the list is full.
     pub async fn add_sys_path(&self, path: &str) -> Option<Vec<String>> {
         {
-            let mut paths = lock(&self.sys_paths);
+            let paths = &mut lock(&self.paths).sys_paths;
             if !paths.iter().any(|p| p == path) {
                 if paths.len() >= MAX_SYS_PATHS {
                     return None;
@@ -482,7 +614,7 @@ impl Registry {
 
     /// The extra `sys.path` entries.
     pub fn sys_paths(&self) -> Vec<String> {
-        lock(&self.sys_paths).clone()
+        lock(&self.paths).sys_paths.clone()
     }
 
     /// Whether `alias` is loaded (for requests answered before their work is done).
@@ -496,8 +628,8 @@ impl Registry {
             .slots()
             .values()
             .filter_map(|slot| match slot {
-                Slot::Ready(tool) => Some(tool.info()),
-                Slot::Loading => None,
+                Slot::Ready(tool) if tool.alias != SESSION_ALIAS => Some(tool.info()),
+                _ => None,
             })
             .collect();
         tools.sort_by(|a, b| a.alias.cmp(&b.alias));
@@ -582,6 +714,8 @@ enum Job {
         cancel: Option<oneshot::Receiver<()>>,
         /// The tools waiting on this job through registered-function calls, outermost first.
         chain: Vec<String>,
+        /// A lower deadline for this job than the tool's.
+        within: Option<std::time::Duration>,
     },
     Reload {
         reply: oneshot::Sender<Result<(), RegistryError>>,
@@ -674,7 +808,7 @@ struct Actor {
     lost: HashSet<String>,
     /// When the last request finished (or the tool was loaded).
     last_used: std::time::Instant,
-    sys_paths: SysPaths,
+    paths: SharedPaths,
     /// The registry, for the host calls of this tool's guest.
     owner: Weak<Registry>,
     /// Declared after the instance, so an aborted actor drops the instance first and only
@@ -692,8 +826,9 @@ impl Actor {
                     permits,
                     cancel,
                     chain,
+                    within,
                 } => {
-                    let result = self.call(&op, cancel, chain).await;
+                    let result = self.call(&op, cancel, chain, within).await;
                     self.last_used = std::time::Instant::now();
                     let replace = self.instance.is_none();
                     let _ = reply.send(result);
@@ -738,6 +873,7 @@ impl Actor {
         op: &Op,
         cancel: Option<oneshot::Receiver<()>>,
         mut chain: Vec<String>,
+        within: Option<std::time::Duration>,
     ) -> Result<CallReport, RegistryError> {
         if let Some(name) = op.object_needed()
             && self.lost.contains(name)
@@ -762,7 +898,7 @@ impl Actor {
             chain,
         };
         let outcome = match cancel {
-            None => instance.run_with(op, &host).await,
+            None => instance.run_within(op, &host, within).await,
             Some(cancel) => {
                 let cancelled = async {
                     if cancel.await.is_err() {
@@ -770,7 +906,7 @@ impl Actor {
                     }
                 };
                 tokio::select! {
-                    outcome = instance.run_with(op, &host) => outcome,
+                    outcome = instance.run_within(op, &host, within) => outcome,
                     () = cancelled => Outcome::Faulted {
                         fault: Fault::Cancelled,
                         elapsed: started.elapsed(),
@@ -817,7 +953,7 @@ impl Actor {
 
     async fn respawn(&mut self) -> Result<(), SpawnError> {
         self.instance = None;
-        self.mounts.sys_paths = lock(&self.sys_paths).clone();
+        lock(&self.paths).apply(&mut self.mounts);
         let instance = self
             .sandbox
             .spawn(&self.script_name, &self.limits, &self.mounts)
@@ -849,7 +985,7 @@ impl Actor {
     }
 
     async fn reload(&mut self) -> Result<(), RegistryError> {
-        self.mounts.sys_paths = lock(&self.sys_paths).clone();
+        lock(&self.paths).apply(&mut self.mounts);
         let fresh = self
             .sandbox
             .spawn(&self.script_name, &self.limits, &self.mounts)

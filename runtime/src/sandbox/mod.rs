@@ -293,6 +293,9 @@ impl Sandbox {
             module.to_owned(),
             mounts::SCRIPTS_GUEST.to_owned(),
         ];
+        if tool.site_packages.is_some() {
+            args.push(format!("--path={}", mounts::SITE_PACKAGES_GUEST));
+        }
         args.extend(tool.sys_paths.iter().map(|path| format!("--path={path}")));
         let mut builder = WasiCtxBuilder::new();
         builder
@@ -311,6 +314,12 @@ impl Sandbox {
                 .preopened_dir(host, guest, FsPerms::ReadOnly)
                 .map_err(anyhow::Error::from)
                 .with_context(|| format!("mounting {} at {guest}", host.display()))?;
+        }
+        if let Some(site) = &tool.site_packages {
+            builder
+                .preopened_dir(site, mounts::SITE_PACKAGES_GUEST, FsPerms::ReadOnly)
+                .map_err(anyhow::Error::from)
+                .context("mounting site-packages")?;
         }
         if let Some(scratch) = &tool.scratch {
             builder
@@ -384,6 +393,17 @@ impl Instance {
     /// Runs one request in the tool under the call limits; host calls the guest makes on
     /// the way are answered by `host`, within the request's deadline.
     pub async fn run_with(&mut self, op: &Op, host: &dyn HostCalls) -> Outcome {
+        self.run_within(op, host, None).await
+    }
+
+    /// As [`Instance::run_with`], with the deadline lowered to `within` for this request
+    /// (never raised past the instance's limit).
+    pub async fn run_within(
+        &mut self,
+        op: &Op,
+        host: &dyn HostCalls,
+        within: Option<Duration>,
+    ) -> Outcome {
         let started = Instant::now();
         let id = self.next_id;
         self.next_id += 1;
@@ -402,7 +422,8 @@ impl Instance {
                 );
             }
         };
-        let deadline = started + self.limits.deadline();
+        let allowed = within.map_or(self.limits.deadline(), |w| w.min(self.limits.deadline()));
+        let deadline = started + allowed;
         let delivery = Delivery {
             frame,
             fuel: self.limits.fuel,

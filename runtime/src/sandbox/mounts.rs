@@ -14,6 +14,8 @@ pub const DRIVER_GUEST: &str = "/scriptbox";
 pub const SCRIPTS_GUEST: &str = "/scripts";
 /// Where the guest finds its writable scratch folder.
 pub const SCRATCH_GUEST: &str = "/tmp";
+/// Where the guest finds its package environment's `site-packages`, if it has one.
+pub const SITE_PACKAGES_GUEST: &str = "/site-packages";
 /// The driver's file name inside [`DRIVER_GUEST`].
 pub const DRIVER_FILE: &str = "_scriptbox_driver.py";
 /// argv[0] the interpreter expects.
@@ -40,4 +42,7 @@ pub struct ToolMounts {
     /// Extra guest paths appended to `sys.path` (checked by the caller to lie inside the
     /// mounts above).
     pub sys_paths: Vec<String>,
+    /// A package environment's `site-packages`, mounted read-only at
+    /// [`SITE_PACKAGES_GUEST`] and put on `sys.path` after the scripts.
+    pub site_packages: Option<PathBuf>,
 }

@@ -245,6 +245,7 @@ fn make_tenant(
             scripts,
             scratch,
             max_open_files: quotas.max_open_files,
+            venvs_root: parts.config.data_dir.join("envs").join(id),
         },
         parts.shared.clone(),
     );

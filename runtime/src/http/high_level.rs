@@ -1,0 +1,298 @@
+//! The newer version's high-level routes: `POST /api/python/execute`, `executeFile`,
+//! `executeFunction` and `GET /api/python/statistics`.
+//!
+//! The three execute routes answer in the original's shape, `{success, result, stdout,
+//! stderr, error, executionTime, mode}` (plus `error_code`, `details` and `request_id`),
+//! with the status codes of the rest of the API: 200, or 422 when the code failed (raised,
+//! hit a limit). A request the server refuses (bad input, quotas) gets the usual error
+//! envelope.
+
+use std::time::Duration;
+
+use axum::Extension;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::auth::Caller;
+use super::body::JsonBody;
+use super::envelope::{Data as Success, current_request_id, json_response};
+use super::error::ApiError;
+use super::namespace::checked_code;
+use super::python::{Authed, call_result, check_depth, is_call_failure, registry_error};
+use crate::protocol::{self, Op, SCRATCH_MODULE};
+use crate::registry::{CallReport, RegistryError, check_function, check_script};
+use crate::sandbox::mounts::SCRIPTS_GUEST;
+
+/// How code runs: in a fresh sandbox dropped afterwards, or in the tenant's session
+/// interpreter (shared with `inject` without an alias), which keeps its state.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Isolated,
+    Session,
+}
+
+/// The original's answer.
+#[derive(Serialize)]
+struct Executed {
+    success: bool,
+    result: Box<RawValue>,
+    stdout: String,
+    stderr: String,
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<serde_json::Value>,
+    /// Milliseconds the code ran (inside the sandbox, without queueing).
+    #[serde(rename = "executionTime")]
+    execution_time: f64,
+    mode: Mode,
+    request_id: String,
+}
+
+/// A finished execution as the original's answer; a refusal as an error envelope.
+fn executed(answer: Result<CallReport, RegistryError>, tenant: &str, mode: Mode) -> Response {
+    let report = match answer {
+        Ok(report) => report,
+        Err(err) => return registry_error(tenant, err).into_response(),
+    };
+    match call_result(report, "(code)", "the code") {
+        Ok(Success(data)) => {
+            let value = serde_json::to_value(&data).unwrap_or_default();
+            let body = Executed {
+                success: true,
+                result: data.result,
+                stdout: data.stdout,
+                stderr: data.stderr,
+                error: None,
+                error_code: None,
+                details: None,
+                execution_time: value["elapsed_ms"].as_f64().unwrap_or(0.0),
+                mode,
+                request_id: current_request_id(),
+            };
+            json_response(StatusCode::OK, &body)
+        }
+        Err(err) if is_call_failure(&err) => {
+            let text = |key: &str| err.details[key].as_str().unwrap_or_default().to_owned();
+            let body = Executed {
+                success: false,
+                result: protocol::null(),
+                stdout: text("stdout"),
+                stderr: text("stderr"),
+                error: Some(err.message.clone()),
+                error_code: Some(err.code),
+                execution_time: err.details["elapsed_ms"].as_f64().unwrap_or(0.0),
+                details: Some(err.details.clone()),
+                mode,
+                request_id: current_request_id(),
+            };
+            json_response(err.status, &body)
+        }
+        Err(err) => err.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteBody {
+    code: String,
+    /// Bound as the variable `args` (any JSON; `null` when absent).
+    #[serde(default)]
+    args: Option<Box<RawValue>>,
+    #[serde(default)]
+    mode: Mode,
+    /// Seconds; lowers the deadline for this request (never past the tenant's limit).
+    #[serde(default)]
+    timeout: Option<f64>,
+}
+
+fn within(timeout: Option<f64>) -> Result<Option<Duration>, ApiError> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if t.is_finite() && t > 0.0 && t <= 86_400.0 => {
+            Ok(Some(Duration::from_secs_f64(t)))
+        }
+        Some(_) => Err(ApiError::bad_request(
+            "timeout must be a number of seconds above 0 (at most 86400)",
+        )),
+    }
+}
+
+/// `POST /api/python/execute {code, args?, mode?, timeout?}`: runs `code` with `args` bound;
+/// `result` is the value of a final expression statement, else the variable `result`.
+pub async fn execute(
+    Extension(Caller(tenant)): Authed,
+    JsonBody(body): JsonBody<ExecuteBody>,
+) -> Result<Response, ApiError> {
+    checked_code("code", &body.code)?;
+    let args = body.args.unwrap_or_else(protocol::null);
+    check_depth(&args, "args")?;
+    let within = within(body.timeout)?;
+    let op = Op::Run {
+        code: body.code,
+        args,
+    };
+    let answer = match body.mode {
+        Mode::Isolated => tenant.registry.run_fresh(SCRATCH_MODULE, op, within).await,
+        Mode::Session => tenant.registry.run_session(op, within).await,
+    };
+    Ok(executed(answer, &tenant.id, body.mode))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBody {
+    path: String,
+    /// Command-line arguments: strings (numbers and booleans are accepted and passed as
+    /// their JSON text).
+    #[serde(default)]
+    args: Vec<serde_json::Value>,
+}
+
+/// Most command-line arguments for `executeFile`.
+pub const MAX_ARGV: usize = 256;
+
+/// A script path relative to the tenant's scripts folder: `name.py` or `dir/name.py`,
+/// segments of `[A-Za-z0-9_.-]` not starting with `.`, at most 256 bytes.
+fn checked_path(path: &str) -> Result<String, ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            "path must be a .py file inside the scripts folder, as dir/name.py (letters, \
+             digits, '_', '-', '.'; no leading '.' or '/', no '..')",
+        )
+    };
+    let ok = path.len() <= 256
+        && path.ends_with(".py")
+        && path.split('/').all(|segment| {
+            !segment.is_empty()
+                && !segment.starts_with('.')
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        });
+    if ok { Ok(path.to_owned()) } else { Err(bad()) }
+}
+
+fn argv(args: Vec<serde_json::Value>) -> Result<Vec<String>, ApiError> {
+    if args.len() > MAX_ARGV {
+        return Err(ApiError::bad_request(format!(
+            "args may hold at most {MAX_ARGV} arguments"
+        )));
+    }
+    args.into_iter()
+        .map(|arg| match arg {
+            serde_json::Value::String(text) => Ok(text),
+            serde_json::Value::Number(_) | serde_json::Value::Bool(_) => Ok(arg.to_string()),
+            _ => Err(ApiError::bad_request(
+                "args must be strings, numbers or booleans (command-line arguments)",
+            )),
+        })
+        .collect()
+}
+
+/// `POST /api/python/executeFile {path, args?}`: runs a script of the tenant's scripts
+/// folder as `__main__` in a fresh sandbox, with `sys.argv = [path, *args]`; `result` is the
+/// script's variable `result`.
+pub async fn execute_file(
+    Extension(Caller(tenant)): Authed,
+    JsonBody(body): JsonBody<FileBody>,
+) -> Result<Response, ApiError> {
+    let path = checked_path(&body.path)?;
+    let argv = argv(body.args)?;
+    if !tenant.registry.settings().scripts.join(&path).is_file() {
+        return Err(ApiError::not_found("no such file in the scripts folder"));
+    }
+    let op = Op::RunFile {
+        path: format!("{SCRIPTS_GUEST}/{path}"),
+        argv,
+    };
+    let answer = tenant.registry.run_fresh(SCRATCH_MODULE, op, None).await;
+    Ok(executed(answer, &tenant.id, Mode::Isolated))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionBody {
+    module: String,
+    function: String,
+    /// An array (positional arguments) or an object (keyword arguments).
+    #[serde(default)]
+    args: Option<Box<RawValue>>,
+}
+
+/// `POST /api/python/executeFunction {module, function, args?}`: imports the script
+/// `module` in a fresh sandbox and calls `function` with `args`.
+pub async fn execute_function(
+    Extension(Caller(tenant)): Authed,
+    JsonBody(body): JsonBody<FunctionBody>,
+) -> Result<Response, ApiError> {
+    check_script(&body.module).map_err(|err| ApiError::bad_request(err.to_string()))?;
+    check_function(&body.function).map_err(|err| ApiError::bad_request(err.to_string()))?;
+    let args = body.args.unwrap_or_else(protocol::empty_array);
+    check_depth(&args, "args")?;
+    let text = args.get().trim_start();
+    let (args, kwargs) = if text.starts_with('[') {
+        (args, protocol::empty_object())
+    } else if text.starts_with('{') {
+        (protocol::empty_array(), args)
+    } else if text == "null" {
+        (protocol::empty_array(), protocol::empty_object())
+    } else {
+        return Err(ApiError::bad_request(
+            "args must be an array (positional) or an object (keyword arguments)",
+        ));
+    };
+    let op = Op::Call {
+        function: body.function,
+        args,
+        kwargs,
+    };
+    let answer = tenant.registry.run_fresh(&body.module, op, None).await;
+    Ok(executed(answer, &tenant.id, Mode::Isolated))
+}
+
+#[derive(Serialize)]
+pub struct Statistics {
+    tools: usize,
+    /// Calls (of any kind) made to loaded tools, and instance replacements, since each load.
+    calls: u64,
+    resets: u64,
+    calls_in_flight: usize,
+    /// Fresh sandboxes run (execute, executeFile, executeFunction, executeWith*).
+    fresh_runs: u64,
+    jobs_running: usize,
+    globals: usize,
+    registered_functions: usize,
+    venvs: Vec<String>,
+    active_venv: Option<String>,
+    uptime_s: u64,
+}
+
+/// When the API was built (the server's start, for `uptime_s`).
+pub static STARTED: std::sync::LazyLock<std::time::Instant> =
+    std::sync::LazyLock::new(std::time::Instant::now);
+
+/// `GET /api/python/statistics`: the caller's usage.
+pub async fn statistics(Extension(Caller(tenant)): Authed) -> Success<Statistics> {
+    let registry = &tenant.registry;
+    let tools = registry.list();
+    let (venvs, active_venv) = registry.venvs();
+    Success(Statistics {
+        calls: tools.iter().map(|t| t.calls).sum(),
+        resets: tools.iter().map(|t| t.resets).sum(),
+        tools: tools.len(),
+        calls_in_flight: registry.calls_in_flight(),
+        fresh_runs: registry.fresh_runs(),
+        jobs_running: tenant.jobs.running(),
+        globals: registry.globals.names().len(),
+        registered_functions: registry.functions.list().len(),
+        venvs,
+        active_venv,
+        uptime_s: STARTED.elapsed().as_secs(),
+    })
+}
