@@ -622,11 +622,22 @@ class Driver:
         budget.reset(request.get("output_cap", DEFAULT_OUTPUT_CAP))
         out.reset()
         err.reset()
+        tracer = None
+        settings = request.get("debug")
+        if type(settings) is dict:
+            tracer = Tracer(settings, getattr(self.module, "__file__", None))
         saved = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = out, err
         try:
             try:
-                value = work()
+                if tracer is not None:
+                    sys.settrace(tracer.global_trace)
+                    try:
+                        value = work()
+                    finally:
+                        sys.settrace(None)
+                else:
+                    value = work()
                 frame = {"ok": True, "result": to_json(value)}
             except Unserializable as exc:
                 frame = error_frame("unserializable_result", message="result is not JSON-representable: " + exc.what)
@@ -640,10 +651,83 @@ class Driver:
             frame = error_frame("output_limit", message="print() output passed the call's cap")
         frame["stdout"] = out.value()
         frame["stderr"] = err.value()
+        if tracer is not None:
+            frame["debug"] = tracer.report()
         return frame
 
 
 MAX_OBJECTS = 1000
+# Tracing caps (enableDebug, setBreakpoint).
+MAX_TRACE_LINES = 1000
+MAX_BREAK_HITS = 20
+MAX_LOCALS = 50
+MAX_LOCAL_JSON = 1024
+MAX_REPR = 200
+
+
+class Tracer:
+    """sys.settrace for one request: the executed lines of the tool's own script file, and a
+    snapshot of the locals whenever a breakpoint line runs. Execution never stops; every
+    record is capped and JSON-safe."""
+
+    def __init__(self, settings, filename):
+        self.lines_on = settings.get("trace") is True
+        points = settings.get("breakpoints")
+        self.breakpoints = frozenset(p for p in points if type(p) is int) if type(points) is list else frozenset()
+        self.filename = filename
+        self.lines = []
+        self.hits = []
+        self.truncated = False
+
+    def global_trace(self, frame, event, arg):
+        if self.filename is not None and frame.f_code.co_filename == self.filename:
+            return self.local_trace
+        return None
+
+    def local_trace(self, frame, event, arg):
+        if event == "line":
+            line = frame.f_lineno
+            if self.lines_on:
+                if len(self.lines) < MAX_TRACE_LINES:
+                    self.lines.append([frame.f_code.co_name, line])
+                else:
+                    self.truncated = True
+            if line in self.breakpoints:
+                if len(self.hits) < MAX_BREAK_HITS:
+                    self.hits.append({"line": line, "function": frame.f_code.co_name,
+                                      "locals": snapshot(frame.f_locals)})
+                else:
+                    self.truncated = True
+        return self.local_trace
+
+    def report(self):
+        report = {"truncated": self.truncated}
+        if self.lines_on:
+            report["lines"] = self.lines
+        if self.breakpoints:
+            report["breakpoints"] = self.hits
+        return report
+
+
+def snapshot(variables):
+    """Locals as JSON: values that convert and stay small as themselves, others as
+    {"repr": ...} (at most MAX_REPR characters); at most MAX_LOCALS names."""
+    out = {}
+    for name in sorted(variables)[:MAX_LOCALS]:
+        value = variables[name]
+        try:
+            converted = to_json(value)
+            if len(_ENCODE(converted)) <= MAX_LOCAL_JSON:
+                out[name] = converted
+                continue
+        except BaseException:
+            pass
+        try:
+            text = repr(value)[:MAX_REPR]
+        except BaseException:
+            text = "<unrepresentable>"
+        out[name] = {"repr": text}
+    return out
 # The module name the host passes for a fresh, empty namespace (not a valid script name).
 SCRATCH_MODULE = "-"
 

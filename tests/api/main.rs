@@ -3,6 +3,7 @@
 mod bad_input;
 mod batch;
 mod conversion;
+mod debug;
 mod engine_cache;
 mod environment;
 mod execute;

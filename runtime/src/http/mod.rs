@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod batch;
 mod body;
+mod debug;
 mod envelope;
 mod environment;
 mod error;
@@ -80,6 +81,8 @@ pub fn router(state: AppState) -> Router {
         .route("/syncVariableToGlobal", post(globals::to_global))
         .route("/syncVariableFromGlobal", post(globals::from_global))
         .route("/registerFunction", post(globals::register))
+        .route("/enableDebug", post(debug::enable))
+        .route("/setBreakpoint", post(debug::set_breakpoint))
         .route("/createVenv", post(environment::create_venv))
         .route("/activateVenv", post(environment::activate_venv))
         .route("/jobs/{id}", get(jobs::get_job).delete(jobs::delete_job))

@@ -110,6 +110,9 @@ pub struct CallData {
     /// Set when the `return_default` strategy turned an error into a `null` result.
     #[serde(skip_serializing_if = "Option::is_none")]
     warning: Option<serde_json::Value>,
+    /// What tracing recorded (enableDebug, setBreakpoint), when it is on for the tool.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    debug: Option<Box<RawValue>>,
 }
 
 impl CallData {
@@ -126,6 +129,7 @@ impl CallData {
             elapsed_ms: d["elapsed_ms"].as_f64().unwrap_or(0.0),
             state_reset: d["state_reset"].as_bool().unwrap_or(false),
             warning: Some(err.public_json()),
+            debug: None,
         }
     }
 }
@@ -299,6 +303,7 @@ pub(super) fn call_result(
             stderr,
             fuel_used,
             elapsed,
+            debug,
             ..
         } => Ok(Success(CallData {
             result: result.unwrap_or_else(protocol::null),
@@ -308,6 +313,7 @@ pub(super) fn call_result(
             elapsed_ms: millis(elapsed),
             state_reset,
             warning: None,
+            debug,
         })),
         Outcome::Answered {
             error: Some(error),
@@ -315,19 +321,23 @@ pub(super) fn call_result(
             stderr,
             fuel_used,
             elapsed,
+            debug,
             ..
-        } => Err(guest_error(
-            error,
-            alias,
-            function,
-            json!({
+        } => {
+            let mut details = json!({
                 "stdout": stdout,
                 "stderr": stderr,
                 "fuel_used": fuel_used,
                 "elapsed_ms": millis(elapsed),
                 "state_reset": state_reset,
-            }),
-        )),
+            });
+            if let Some(debug) = debug
+                && let Ok(value) = serde_json::from_str::<serde_json::Value>(debug.get())
+            {
+                details["debug"] = value;
+            }
+            Err(guest_error(error, alias, function, details))
+        }
         Outcome::Faulted { fault, elapsed } => Err(fault_error(&fault).with_details(json!({
             "elapsed_ms": millis(elapsed),
             "state_reset": state_reset,
@@ -486,6 +496,9 @@ fn client_error(err: RegistryError) -> ApiError {
             "too_many_venvs",
             format!("this key already has its maximum of {max} package environments"),
         ),
+        RegistryError::TooManyBreakpoints(max) => {
+            ApiError::bad_request(format!("a tool may have at most {max} breakpoints"))
+        }
         RegistryError::VenvNotFound => {
             ApiError::not_found("no package environment of that name; create it first")
         }

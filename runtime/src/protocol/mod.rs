@@ -18,6 +18,26 @@ pub struct Request<'a> {
     #[serde(flatten)]
     pub op: &'a Op,
     pub output_cap: u64,
+    /// Tracing for this request (enableDebug, setBreakpoint), when any is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub debug: Option<&'a Debug>,
+}
+
+/// What the driver traces during a request: executed lines of the tool's script, and the
+/// locals at breakpoint lines. Results come back in the response's `debug` field.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Debug {
+    /// Record each executed line of the tool's script (capped).
+    pub trace: bool,
+    /// Lines of the tool's script at which the locals are captured.
+    pub breakpoints: std::collections::BTreeSet<u32>,
+}
+
+impl Debug {
+    /// Whether any tracing is on.
+    pub fn is_on(&self) -> bool {
+        self.trace || !self.breakpoints.is_empty()
+    }
 }
 
 /// What the guest is asked to do. Every op runs under the call's limits.
@@ -137,6 +157,9 @@ pub struct Response {
     pub stdout: String,
     #[serde(default)]
     pub stderr: String,
+    /// What tracing recorded, when the request asked for it.
+    #[serde(default)]
+    pub debug: Option<Box<RawValue>>,
 }
 
 /// A call from guest code to the host during a request (the driver's `scriptbox` module).

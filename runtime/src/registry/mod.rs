@@ -27,10 +27,10 @@ use serde_json::value::RawValue;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::protocol::{GuestError, Op};
+use crate::protocol::{Debug, GuestError, Op};
 use crate::sandbox::{
-    Fault, Instance, LimitError, LimitOverrides, Limits, Outcome, Sandbox, Scratch, SpawnError,
-    ToolMounts,
+    Fault, Instance, LimitError, LimitOverrides, Limits, Outcome, RunOptions, Sandbox, Scratch,
+    SpawnError, ToolMounts,
 };
 pub use host::{Functions, Globals, GlobalsError, MAX_FUNCTIONS, Target};
 pub use names::{NameError, check_alias, check_function, check_script, check_variable};
@@ -61,6 +61,8 @@ pub enum RegistryError {
     TooManyVenvs(usize),
     #[error("no package environment of that name")]
     VenvNotFound,
+    #[error("the tool already has its maximum of {0} breakpoints")]
+    TooManyBreakpoints(usize),
     #[error("the tool's queue is full")]
     Busy,
     #[error("the tool was unloaded while the call waited")]
@@ -164,6 +166,8 @@ pub struct Registry {
     paths: SharedPaths,
     /// Code run in fresh sandboxes (`run_fresh`), for statistics.
     fresh_runs: AtomicU64,
+    /// Whether tools loaded from now on trace their lines (enableDebug without an alias).
+    trace_default: Mutex<bool>,
     /// The owner's global variables, shared by its tools (host calls) and HTTP.
     pub globals: Globals,
     /// Functions the owner exposed to its tools' guest code.
@@ -199,6 +203,9 @@ pub struct Venv {
 /// session mode). Not a valid client alias, so no request can name it directly.
 pub const SESSION_ALIAS: &str = ".session";
 
+/// Most breakpoints per tool.
+pub const MAX_BREAKPOINTS: usize = 64;
+
 /// Most extra `sys.path` entries per owner.
 pub const MAX_SYS_PATHS: usize = 16;
 
@@ -216,6 +223,7 @@ impl Registry {
                 venv,
             })),
             fresh_runs: AtomicU64::new(0),
+            trace_default: Mutex::new(false),
             globals: Globals::default(),
             functions: Functions::default(),
         }
@@ -290,6 +298,10 @@ impl Registry {
                 lost: HashSet::new(),
                 last_used: std::time::Instant::now(),
                 paths: Arc::clone(&self.paths),
+                debug: Arc::new(Mutex::new(Debug {
+                    trace: *lock(&self.trace_default),
+                    breakpoints: Default::default(),
+                })),
                 owner: Arc::downgrade(self),
                 _scratch: scratch,
             },
@@ -500,14 +512,7 @@ impl Registry {
     /// Drops the instances of tools idle for at least `idle_for`; each restarts on its next
     /// call (state reset, live objects lost). Returns the aliases evicted.
     pub async fn evict_idle(&self, idle_for: std::time::Duration) -> Vec<String> {
-        let tools: Vec<Arc<Tool>> = self
-            .slots()
-            .values()
-            .filter_map(|slot| match slot {
-                Slot::Ready(tool) => Some(Arc::clone(tool)),
-                Slot::Loading => None,
-            })
-            .collect();
+        let tools = self.ready_tools();
         let mut evicted = Vec::new();
         for tool in tools {
             let (reply, answer) = oneshot::channel();
@@ -545,7 +550,12 @@ impl Registry {
             registry: Arc::downgrade(self),
             chain: Vec::new(),
         };
-        let outcome = instance.run_within(&op, &host, within).await;
+        let options = RunOptions {
+            host: &host,
+            within,
+            debug: None,
+        };
+        let outcome = instance.run_opts(&op, &options).await;
         Ok(CallReport {
             outcome,
             state_reset: false,
@@ -573,6 +583,56 @@ impl Registry {
     pub fn venvs(&self) -> (Vec<String>, Option<String>) {
         let active = lock(&self.paths).venv.as_ref().map(|v| v.name.clone());
         (venvs::list(&self.settings.venvs_root), active)
+    }
+
+    /// Turns line tracing on or off for `alias`, or (without one) for every loaded tool and
+    /// those loaded later. Returns the aliases changed.
+    pub fn set_trace(&self, alias: Option<&str>, on: bool) -> Result<Vec<String>, RegistryError> {
+        let tools = match alias {
+            Some(alias) => vec![self.get(alias)?],
+            None => {
+                *lock(&self.trace_default) = on;
+                self.ready_tools()
+            }
+        };
+        let mut changed: Vec<String> = tools
+            .iter()
+            .filter(|tool| tool.alias != SESSION_ALIAS)
+            .map(|tool| {
+                lock(&tool.debug).trace = on;
+                tool.alias.clone()
+            })
+            .collect();
+        changed.sort();
+        Ok(changed)
+    }
+
+    /// Adds a breakpoint at `line` of `alias`'s script, or (`None`) clears them all. At most
+    /// [`MAX_BREAKPOINTS`]. Returns the tool's tracing settings.
+    pub fn set_breakpoint(&self, alias: &str, line: Option<u32>) -> Result<Debug, RegistryError> {
+        let tool = self.get(alias)?;
+        let mut debug = lock(&tool.debug);
+        match line {
+            None => debug.breakpoints.clear(),
+            Some(line) => {
+                if !debug.breakpoints.contains(&line) && debug.breakpoints.len() >= MAX_BREAKPOINTS
+                {
+                    return Err(RegistryError::TooManyBreakpoints(MAX_BREAKPOINTS));
+                }
+                debug.breakpoints.insert(line);
+            }
+        }
+        Ok(debug.clone())
+    }
+
+    fn ready_tools(&self) -> Vec<Arc<Tool>> {
+        self.slots()
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Ready(tool) => Some(Arc::clone(tool)),
+                Slot::Loading => None,
+            })
+            .collect()
     }
 
     /// How many fresh sandboxes this owner has run.
@@ -746,6 +806,7 @@ struct Tool {
     limits: Limits,
     queue: mpsc::Sender<Job>,
     stats: Arc<Stats>,
+    debug: Arc<Mutex<Debug>>,
     actor: JoinHandle<()>,
     /// The server-wide tool slot, released with the tool.
     _slot: Option<OwnedSemaphorePermit>,
@@ -766,6 +827,7 @@ impl Tool {
             limits: actor.limits,
             queue,
             stats: Arc::clone(&actor.stats),
+            debug: Arc::clone(&actor.debug),
             actor: tokio::spawn(actor.run(jobs)),
             _slot: slot,
         }
@@ -809,6 +871,8 @@ struct Actor {
     /// When the last request finished (or the tool was loaded).
     last_used: std::time::Instant,
     paths: SharedPaths,
+    /// Tracing for this tool's calls, shared with its [`Tool`].
+    debug: Arc<Mutex<Debug>>,
     /// The registry, for the host calls of this tool's guest.
     owner: Weak<Registry>,
     /// Declared after the instance, so an aborted actor drops the instance first and only
@@ -897,8 +961,14 @@ impl Actor {
             registry: Weak::clone(&self.owner),
             chain,
         };
+        let debug = lock(&self.debug).clone();
+        let options = RunOptions {
+            host: &host,
+            within,
+            debug: Some(&debug),
+        };
         let outcome = match cancel {
-            None => instance.run_within(op, &host, within).await,
+            None => instance.run_opts(op, &options).await,
             Some(cancel) => {
                 let cancelled = async {
                     if cancel.await.is_err() {
@@ -906,7 +976,7 @@ impl Actor {
                     }
                 };
                 tokio::select! {
-                    outcome = instance.run_within(op, &host, within) => outcome,
+                    outcome = instance.run_opts(op, &options) => outcome,
                     () = cancelled => Outcome::Faulted {
                         fault: Fault::Cancelled,
                         elapsed: started.elapsed(),

@@ -142,6 +142,8 @@ pub enum Outcome {
         elapsed: Duration,
         /// The call hit the memory cap: the instance lives but should be replaced.
         memory_capped: bool,
+        /// What tracing recorded (see [`protocol::Debug`]).
+        debug: Option<Box<RawValue>>,
     },
     /// The instance stopped; it must be replaced.
     Faulted { fault: Fault, elapsed: Duration },
@@ -358,6 +360,17 @@ enum Received {
     Fault(Fault),
 }
 
+/// How one request runs besides its op.
+#[derive(Clone, Copy)]
+pub struct RunOptions<'a> {
+    /// Answers the guest's host calls.
+    pub host: &'a dyn HostCalls,
+    /// A lower deadline for this request than the instance's (never a higher one).
+    pub within: Option<Duration>,
+    /// Tracing for this request.
+    pub debug: Option<&'a protocol::Debug>,
+}
+
 /// A live guest. Dropping it stops the guest.
 pub struct Instance {
     to_guest: mpsc::Sender<ToGuest>,
@@ -393,17 +406,24 @@ impl Instance {
     /// Runs one request in the tool under the call limits; host calls the guest makes on
     /// the way are answered by `host`, within the request's deadline.
     pub async fn run_with(&mut self, op: &Op, host: &dyn HostCalls) -> Outcome {
-        self.run_within(op, host, None).await
+        self.run_opts(
+            op,
+            &RunOptions {
+                host,
+                within: None,
+                debug: None,
+            },
+        )
+        .await
     }
 
-    /// As [`Instance::run_with`], with the deadline lowered to `within` for this request
-    /// (never raised past the instance's limit).
-    pub async fn run_within(
-        &mut self,
-        op: &Op,
-        host: &dyn HostCalls,
-        within: Option<Duration>,
-    ) -> Outcome {
+    /// Runs one request with [`RunOptions`].
+    pub async fn run_opts(&mut self, op: &Op, options: &RunOptions<'_>) -> Outcome {
+        let RunOptions {
+            host,
+            within,
+            debug,
+        } = *options;
         let started = Instant::now();
         let id = self.next_id;
         self.next_id += 1;
@@ -412,6 +432,7 @@ impl Instance {
             id,
             op,
             output_cap: self.limits.output_bytes,
+            debug: debug.filter(|d| d.is_on()),
         };
         let frame = match serde_json::to_vec(&request) {
             Ok(frame) => frame,
@@ -542,6 +563,7 @@ impl Instance {
             fuel_used,
             elapsed,
             memory_capped,
+            debug: response.debug,
         }
     }
 
