@@ -18,4 +18,5 @@ mod limits;
 mod memory;
 mod namespace;
 mod objects;
+mod performance;
 mod sandbox;

@@ -270,6 +270,7 @@ pub struct Statistics {
     registered_functions: usize,
     venvs: Vec<String>,
     active_venv: Option<String>,
+    cache: crate::registry::CacheStats,
     uptime_s: u64,
 }
 
@@ -293,6 +294,7 @@ pub async fn statistics(Extension(Caller(tenant)): Authed) -> Success<Statistics
         registered_functions: registry.functions.list().len(),
         venvs,
         active_venv,
+        cache: registry.cache.stats(),
         uptime_s: STARTED.elapsed().as_secs(),
     })
 }

@@ -18,6 +18,7 @@ mod jobs;
 mod memory;
 mod namespace;
 mod objects;
+mod performance;
 mod python;
 
 use std::sync::Arc;
@@ -81,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .route("/syncVariableToGlobal", post(globals::to_global))
         .route("/syncVariableFromGlobal", post(globals::from_global))
         .route("/registerFunction", post(globals::register))
+        .route("/configurePerformance", post(performance::configure))
         .route("/enableDebug", post(debug::enable))
         .route("/setBreakpoint", post(debug::set_breakpoint))
         .route("/createVenv", post(environment::create_venv))

@@ -113,6 +113,9 @@ pub struct CallData {
     /// What tracing recorded (enableDebug, setBreakpoint), when it is on for the tool.
     #[serde(skip_serializing_if = "Option::is_none")]
     debug: Option<Box<RawValue>>,
+    /// The answer came from the result cache (configurePerformance); the tool did not run.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    cached: bool,
 }
 
 impl CallData {
@@ -130,6 +133,7 @@ impl CallData {
             state_reset: d["state_reset"].as_bool().unwrap_or(false),
             warning: Some(err.public_json()),
             debug: None,
+            cached: false,
         }
     }
 }
@@ -314,6 +318,7 @@ pub(super) fn call_result(
             state_reset,
             warning: None,
             debug,
+            cached: report.cached,
         })),
         Outcome::Answered {
             error: Some(error),

@@ -13,6 +13,7 @@
 //! server's until it is answered: past either, calls are refused at once (`too_many_calls`,
 //! `overloaded`) instead of queueing without bound.
 
+mod cache;
 mod host;
 mod names;
 mod venvs;
@@ -32,6 +33,7 @@ use crate::sandbox::{
     Fault, Instance, LimitError, LimitOverrides, Limits, Outcome, RunOptions, Sandbox, Scratch,
     SpawnError, ToolMounts,
 };
+pub use cache::{CacheStats, DEFAULT_TTL, MAX_TTL};
 pub use host::{Functions, Globals, GlobalsError, MAX_FUNCTIONS, Target};
 pub use names::{NameError, check_alias, check_function, check_script, check_variable};
 pub use venvs::{MAX_VENVS, check_venv};
@@ -91,6 +93,8 @@ pub struct CallReport {
     pub outcome: Outcome,
     /// The instance was discarded and replaced: module-level state starts over.
     pub state_reset: bool,
+    /// The answer came from the result cache; the tool did not run.
+    pub cached: bool,
 }
 
 /// A loaded tool as `list` shows it.
@@ -172,6 +176,8 @@ pub struct Registry {
     pub globals: Globals,
     /// Functions the owner exposed to its tools' guest code.
     pub functions: Functions,
+    /// Kept results of calls, when the owner turned caching on.
+    pub cache: cache::ResultCache,
 }
 
 /// What an owner's instances find on `sys.path` besides their scripts, shared by a registry
@@ -226,6 +232,7 @@ impl Registry {
             trace_default: Mutex::new(false),
             globals: Globals::default(),
             functions: Functions::default(),
+            cache: cache::ResultCache::default(),
         }
     }
 
@@ -285,6 +292,7 @@ impl Registry {
         let permits = self.admit_call()?;
         let instance = self.sandbox.spawn(module, &limits, &mounts).await?;
         drop(permits);
+        let hash = script_hash(&mounts.scripts, module);
         let tool = Arc::new(Tool::start(
             Actor {
                 sandbox: self.sandbox.clone(),
@@ -302,6 +310,7 @@ impl Registry {
                     trace: *lock(&self.trace_default),
                     breakpoints: Default::default(),
                 })),
+                script_hash: Arc::new(Mutex::new(hash)),
                 owner: Arc::downgrade(self),
                 _scratch: scratch,
             },
@@ -400,6 +409,7 @@ impl Registry {
         if let Some(Slot::Ready(tool)) = removed {
             tool.close();
         }
+        self.cache.invalidate(alias);
         Ok(())
     }
 
@@ -410,7 +420,9 @@ impl Registry {
         let permits = self.admit_call()?;
         let (reply, answer) = oneshot::channel();
         tool.submit(Job::Reload { reply, permits })?;
-        answer.await.map_err(|_| RegistryError::Unloaded)??;
+        let reloaded = answer.await.map_err(|_| RegistryError::Unloaded)?;
+        self.cache.invalidate(alias);
+        reloaded?;
         Ok(tool.info())
     }
 
@@ -423,6 +435,27 @@ impl Registry {
         kwargs: Box<RawValue>,
     ) -> Result<CallReport, RegistryError> {
         check_function(function)?;
+        if self.cache.enabled() {
+            let tool = self.get(alias)?;
+            let script = *lock(&tool.script_hash);
+            let key = cache::key(alias, function, &args, &kwargs, &script);
+            if let Some(hit) = self.cache.get(&key) {
+                return Ok(CallReport {
+                    outcome: Outcome::Answered {
+                        result: Some(hit.result),
+                        error: None,
+                        stdout: hit.stdout,
+                        stderr: hit.stderr,
+                        fuel_used: 0,
+                        elapsed: std::time::Duration::ZERO,
+                        memory_capped: false,
+                        debug: None,
+                    },
+                    state_reset: false,
+                    cached: true,
+                });
+            }
+        }
         self.run(
             alias,
             Op::Call {
@@ -518,6 +551,7 @@ impl Registry {
             let (reply, answer) = oneshot::channel();
             if tool.submit(Job::Evict { idle_for, reply }).is_ok() && answer.await.unwrap_or(false)
             {
+                self.cache.invalidate(&tool.alias);
                 evicted.push(tool.alias.clone());
             }
         }
@@ -559,6 +593,7 @@ impl Registry {
         Ok(CallReport {
             outcome,
             state_reset: false,
+            cached: false,
         })
     }
 
@@ -807,6 +842,7 @@ struct Tool {
     queue: mpsc::Sender<Job>,
     stats: Arc<Stats>,
     debug: Arc<Mutex<Debug>>,
+    script_hash: Arc<Mutex<cache::Key>>,
     actor: JoinHandle<()>,
     /// The server-wide tool slot, released with the tool.
     _slot: Option<OwnedSemaphorePermit>,
@@ -828,6 +864,7 @@ impl Tool {
             queue,
             stats: Arc::clone(&actor.stats),
             debug: Arc::clone(&actor.debug),
+            script_hash: Arc::clone(&actor.script_hash),
             actor: tokio::spawn(actor.run(jobs)),
             _slot: slot,
         }
@@ -873,6 +910,8 @@ struct Actor {
     paths: SharedPaths,
     /// Tracing for this tool's calls, shared with its [`Tool`].
     debug: Arc<Mutex<Debug>>,
+    /// The hash of the script as last (re)loaded, shared with its [`Tool`].
+    script_hash: Arc<Mutex<cache::Key>>,
     /// The registry, for the host calls of this tool's guest.
     owner: Weak<Registry>,
     /// Declared after the instance, so an aborted actor drops the instance first and only
@@ -1006,10 +1045,49 @@ impl Actor {
         } else if matches!(outcome, Outcome::Answered { error: None, .. }) {
             self.track_objects(op);
         }
+        self.update_cache(op, &outcome, state_reset);
         Ok(CallReport {
             outcome,
             state_reset,
+            cached: false,
         })
+    }
+
+    /// Keeps a successful call's result in the owner's cache; drops the tool's entries when
+    /// its state changed (a reset, `setVariable`, `inject`).
+    fn update_cache(&self, op: &Op, outcome: &Outcome, state_reset: bool) {
+        let Some(registry) = self.owner.upgrade() else {
+            return;
+        };
+        if state_reset || matches!(op, Op::SetVariable { .. } | Op::Exec { .. }) {
+            registry.cache.invalidate(&self.alias);
+        }
+        if let (
+            Op::Call {
+                function,
+                args,
+                kwargs,
+            },
+            Outcome::Answered {
+                result: Some(result),
+                error: None,
+                stdout,
+                stderr,
+                memory_capped: false,
+                ..
+            },
+        ) = (op, outcome)
+            && registry.cache.enabled()
+        {
+            let script = *lock(&self.script_hash);
+            let key = cache::key(&self.alias, function, args, kwargs, &script);
+            let hit = cache::Hit {
+                result: result.clone(),
+                stdout: stdout.clone(),
+                stderr: stderr.clone(),
+            };
+            registry.cache.put(key, &self.alias, hit);
+        }
     }
 
     async fn ensure_instance(&mut self) {
@@ -1061,8 +1139,25 @@ impl Actor {
             .spawn(&self.script_name, &self.limits, &self.mounts)
             .await?;
         self.instance = Some(fresh);
+        *lock(&self.script_hash) = script_hash(&self.mounts.scripts, &self.script_name);
         self.forget_objects();
         self.stats.resets.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// The BLAKE3 hash of a tool's script as it is now (`name.py`, or `name/__init__.py` for a
+/// package), read up to 16 MiB; zeros for the empty namespace or an unreadable file.
+fn script_hash(scripts: &Path, module: &str) -> cache::Key {
+    use std::io::Read as _;
+    let file = std::fs::File::open(scripts.join(format!("{module}.py")))
+        .or_else(|_| std::fs::File::open(scripts.join(module).join("__init__.py")));
+    let Ok(file) = file else {
+        return [0; 32];
+    };
+    let mut hasher = blake3::Hasher::new();
+    match std::io::copy(&mut file.take(16 << 20), &mut hasher) {
+        Ok(_) => *hasher.finalize().as_bytes(),
+        Err(_) => [0; 32],
     }
 }
