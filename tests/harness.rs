@@ -112,11 +112,19 @@ impl TestServer {
     /// As [`TestServer::start_with`]; `adjust` also gets the server's private folder (for
     /// tenants' scripts folders).
     pub async fn start_in(adjust: impl FnOnce(&mut Config, &Path)) -> Self {
+        Self::start_with_kinds(adjust, scriptbox::tasks::Kinds::builtin()).await
+    }
+
+    /// As [`TestServer::start_in`], offering these task step kinds.
+    pub async fn start_with_kinds(
+        adjust: impl FnOnce(&mut Config, &Path),
+        kinds: scriptbox::tasks::Kinds,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = test_config(dir.path());
         adjust(&mut config, dir.path());
         let engine = tokio::task::spawn_blocking(engine).await.expect("engine");
-        let server = Server::with_engine(&config, engine).expect("server");
+        let server = Server::with_kinds(&config, engine, kinds).expect("server");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

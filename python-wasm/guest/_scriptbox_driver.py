@@ -35,6 +35,7 @@ Frames are JSON objects (protocol version 1; runtime/src/protocol/ holds the hos
                     {"op": "add_sys_path", "path": str}
                     {"op": "run", "code": str, "args": <json>}
                     {"op": "run_file", "path": str, "argv": [str]}
+                    {"op": "step", "code" | "path": str, "args", "inputs", "imports": [str]}
     guest -> host   {"v": 1, "id": N, "ok": true, "result": <json>, "stdout": str, "stderr": str}
                     {"v": 1, "id": N, "ok": false, "error": {"kind", "type", "message",
                      "traceback"}, "stdout": str, "stderr": str}
@@ -533,7 +534,43 @@ class Driver:
         "add_sys_path": lambda self, request: self.add_sys_path(request),
         "run": lambda self, request: self.run_code(request),
         "run_file": lambda self, request: self.run_file(request),
+        "step": lambda self, request: self.run_step(request),
     }
+
+    def run_step(self, request):
+        """A task's script step: modules in `imports` are imported and bound by their top
+        name, `args` and `inputs` bound, then `code` runs as in run_code, or the file at
+        `path` as __main__ (its variable `result`)."""
+        code, path = request.get("code"), request.get("path")
+        imports = request.get("imports") or []
+        if (type(code) is str) == (type(path) is str) or type(imports) is not list:
+            return error_frame("bad_request", message="step needs code or path, and a list of imports")
+        namespace = self.module.__dict__
+        namespace["args"] = request.get("args")
+        namespace["inputs"] = request.get("inputs")
+
+        def run():
+            import importlib
+
+            for name in imports:
+                if type(name) is not str:
+                    raise TypeError("import names must be strings")
+                importlib.import_module(name)
+                top = name.split(".")[0]
+                namespace[top] = sys.modules[top]
+            if code is not None:
+                return _exec_with_result(code, namespace)
+            import runpy
+
+            saved = sys.argv
+            sys.argv = [path]
+            try:
+                done = runpy.run_path(path, init_globals=dict(namespace), run_name="__main__")
+            finally:
+                sys.argv = saved
+            return done.get("result")
+
+        return self.captured(request, run)
 
     def run_code(self, request):
         """Executes code in the namespace with `args` bound; the result is the value of the
@@ -544,19 +581,7 @@ class Driver:
         namespace = self.module.__dict__
         namespace["args"] = request.get("args")
 
-        def run():
-            import ast
-
-            tree = ast.parse(code, "<code>", "exec")
-            last = None
-            if tree.body and isinstance(tree.body[-1], ast.Expr):
-                last = ast.Expression(tree.body.pop().value)
-            exec(compile(tree, "<code>", "exec"), namespace)
-            if last is not None:
-                return eval(compile(last, "<code>", "eval"), namespace)
-            return namespace.get("result")
-
-        return self.captured(request, run)
+        return self.captured(request, lambda: _exec_with_result(code, namespace))
 
     def run_file(self, request):
         """Runs a script file as __main__ with sys.argv = [path, *argv]; the result is the
@@ -654,6 +679,21 @@ class Driver:
         if tracer is not None:
             frame["debug"] = tracer.report()
         return frame
+
+
+def _exec_with_result(code, namespace):
+    """Executes code in namespace; the value of its last statement if that is an expression,
+    else the variable `result` (None if unset)."""
+    import ast
+
+    tree = ast.parse(code, "<code>", "exec")
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+    exec(compile(tree, "<code>", "exec"), namespace)
+    if last is not None:
+        return eval(compile(last, "<code>", "eval"), namespace)
+    return namespace.get("result")
 
 
 MAX_OBJECTS = 1000

@@ -166,6 +166,10 @@ pub struct Quotas {
     pub max_jobs: usize,
     /// How long a finished job's result is kept.
     pub job_ttl_s: u64,
+    /// Tasks running at once; past it 429 `too_many_tasks`.
+    pub max_running_tasks: usize,
+    /// Tasks kept in the task store, finished ones included; past it 429 `too_many_tasks`.
+    pub max_tasks: usize,
 }
 
 impl Default for Quotas {
@@ -181,6 +185,8 @@ impl Default for Quotas {
             max_open_files: 64,
             max_jobs: 256,
             job_ttl_s: 600,
+            max_running_tasks: 8,
+            max_tasks: 10_000,
         }
     }
 }
@@ -413,6 +419,9 @@ fn validate_quotas(q: &Quotas) -> anyhow::Result<()> {
     }
     if q.max_jobs == 0 || q.job_ttl_s == 0 {
         bail!("max_jobs and job_ttl_s must be above 0");
+    }
+    if q.max_running_tasks == 0 || q.max_tasks == 0 {
+        bail!("max_running_tasks and max_tasks must be above 0");
     }
     if !(16..=4096).contains(&q.max_open_files) {
         bail!("max_open_files must be between 16 and 4096");

@@ -11,6 +11,7 @@
 //! * [`tenants`] — API keys (SHA-256 digests) -> tenant; each tenant owns a registry, a rate
 //!   limiter and a body limit. Failed key checks are counted per client address.
 //! * [`jobs`] — `callAsync` jobs: a bounded, expiring table per tenant.
+//! * [`tasks`] — workflows of steps with timeouts, retries and a durable SQLite history.
 //! * [`registry`] — one owner's loaded tools: alias -> actor with a bounded queue and one
 //!   instance; tool and call quotas; scratch folders.
 //! * [`sandbox`] — one guest instance: WASI context (deny by default), mounts, the
@@ -34,4 +35,5 @@ pub mod protocol;
 pub mod registry;
 pub mod sandbox;
 pub mod server;
+pub mod tasks;
 pub mod tenants;

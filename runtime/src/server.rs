@@ -33,6 +33,8 @@ use crate::{artifacts, guest};
 #[derive(Clone)]
 pub struct Server {
     pub tenants: Arc<Tenants>,
+    /// Every tenant's tasks (the store in `<data_dir>/tasks.db`).
+    pub tasks: Arc<crate::tasks::Service>,
     pub max_body_bytes: usize,
     pub http: HttpLimits,
 }
@@ -48,6 +50,16 @@ impl Server {
 
     /// As [`Server::build`], with an engine already loaded (tests share one).
     pub fn with_engine(config: &Config, engine: Engine) -> anyhow::Result<Self> {
+        Self::with_kinds(config, engine, crate::tasks::Kinds::builtin())
+    }
+
+    /// As [`Server::with_engine`], with the task step kinds to offer (the built-in ones
+    /// plus a library user's own, see `runtime/examples/custom_task.rs`).
+    pub fn with_kinds(
+        config: &Config,
+        engine: Engine,
+        kinds: crate::tasks::Kinds,
+    ) -> anyhow::Result<Self> {
         config.validate()?;
         let driver = guest::install_driver(&config.data_dir)?;
         reset_scratch(&config.data_dir.join("scratch"))?;
@@ -58,8 +70,10 @@ impl Server {
         let sandbox = Sandbox::new(engine, mounts, config.start)?;
         let shared = Shared::new(config.max_tools, config.max_concurrent_calls);
         let tenants = Tenants::build(config, &sandbox, &shared)?;
+        let tasks = crate::tasks::Service::open(&config.data_dir, kinds)?;
         Ok(Self {
             tenants: Arc::new(tenants),
+            tasks,
             max_body_bytes: config.max_body_bytes,
             http: config.http.clone(),
         })
@@ -76,6 +90,7 @@ impl Server {
             tenants: Arc::clone(&self.tenants),
             max_body_bytes: self.max_body_bytes,
             body_timeout: Duration::from_millis(self.http.body_read_timeout_ms),
+            tasks: Arc::clone(&self.tasks),
         });
         let connections = Arc::new(Semaphore::new(self.http.max_connections));
         let per_address = PerAddress::new(self.http.max_connections_per_ip);

@@ -18,5 +18,7 @@ mod limits;
 mod memory;
 mod namespace;
 mod objects;
+mod openapi;
 mod performance;
 mod sandbox;
+mod tasks;

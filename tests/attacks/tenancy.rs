@@ -311,3 +311,45 @@ async fn global_overload_sheds_calls_but_health_answers() {
     assert_eq!(sleeper.await.expect("join").0, StatusCode::OK);
     still_serves(&b).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenants_tasks_and_globals_are_invisible_to_another() {
+    let (_server, a, b) = two_tenants(|_| {}).await;
+    let (status, body) = a
+        .post(
+            "/tasks",
+            json!({"name": "secret", "steps": [{"id": "s", "kind": "script", "code": "1"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["data"]["task_id"].as_str().expect("id").to_owned();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // b cannot see, cancel, delete or resume it, and does not list it
+    for path in [format!("/tasks/{id}"), format!("/api/tasks/status/{id}")] {
+        let (status, body) = b.get(&path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+    }
+    for (method, path) in [
+        (reqwest::Method::DELETE, format!("/tasks/{id}")),
+        (reqwest::Method::DELETE, format!("/api/tasks/cancel/{id}")),
+        (reqwest::Method::POST, format!("/tasks/{id}/resume")),
+    ] {
+        let response = b.request(method, &path).send().await.expect("send");
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    let (_, body) = b.get("/tasks").await;
+    assert_eq!(body["data"]["tasks"], json!([]), "{body}");
+    let (status, body) = a.get(&format!("/tasks/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // global variables and registered functions are per tenant too
+    a.post(
+        "/python/syncVariableToGlobal",
+        json!({"name": "secret", "value": "a's"}),
+    )
+    .await;
+    let (_, body) = b
+        .post("/python/syncVariableFromGlobal", json!({"name": "secret"}))
+        .await;
+    assert_eq!(body["data"]["found"], false, "{body}");
+}

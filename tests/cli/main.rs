@@ -39,10 +39,17 @@ impl Drop for Running {
     }
 }
 
+mod tasks_crash;
+
 /// Starts the binary and returns it with the address it logged.
 fn serve(config: &str, env: &[(&str, &str)]) -> (Running, String) {
     let dir = tempfile::tempdir().expect("tempdir").keep();
-    let scripts = scripts_in(&dir);
+    serve_in(&dir, config, env)
+}
+
+/// As [`serve`], with its scripts and data in `dir` (so a restart finds the same data).
+fn serve_in(dir: &Path, config: &str, env: &[(&str, &str)]) -> (Running, String) {
+    let scripts = scripts_in(dir);
     let file = dir.join("scriptbox.toml");
     std::fs::write(
         &file,

@@ -8,20 +8,34 @@ use serde::Serialize;
 
 use super::audit;
 use super::auth::{Caller, require_admin};
-use super::envelope::Data as Success;
+use super::envelope::{Data as Success, Envelope};
 use super::error::ApiError;
+use super::openapi::{ErrorEnvelope, RoleSchema};
 use crate::config::Role;
 use crate::tenants::Tenants;
 
-#[derive(Serialize)]
+/// One tenant, for administrators.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct TenantSummary {
     id: String,
+    #[schema(value_type = RoleSchema)]
     role: Role,
+    /// Its loaded tools.
     tools: usize,
     calls_in_flight: usize,
 }
 
+/// List every tenant (administrators only).
+///
 /// `GET /admin/tenants`: every tenant with its loaded tools and calls in flight.
+#[utoipa::path(
+    get,
+    path = "/tenants",
+    responses(
+        (status = 200, description = "Every tenant", body = Envelope<Vec<TenantSummary>>),
+        (status = 403, description = "`forbidden`: the key is not an administrator's", body = ErrorEnvelope)
+    )
+)]
 pub async fn tenants(
     State(tenants): State<Arc<Tenants>>,
     Extension(caller): Extension<Caller>,

@@ -12,8 +12,9 @@ use serde_json::value::RawValue;
 
 use super::auth::Caller;
 use super::body::JsonBody;
-use super::envelope::Data as Success;
+use super::envelope::{Data as Success, Envelope};
 use super::error::ApiError;
+use super::openapi::{BodyErrors, ErrorBody, ErrorStrategySchema, ToolErrors, strategy_input};
 use super::python::{
     Authed, CallBody, CallData, audit_limits, call_result, checked_call, is_call_failure,
     registry_error,
@@ -24,20 +25,29 @@ use crate::tenants::{ErrorStrategy, Tenant};
 /// Most calls in one batch.
 pub const MAX_BATCH: usize = 100;
 
-#[derive(Deserialize)]
+/// One call of a batch.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchCall {
+    /// A public function of the tool's script.
     function_name: String,
+    /// Positional arguments (a JSON array).
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Value>>)]
     args: Option<Box<RawValue>>,
+    /// Keyword arguments (a JSON object).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     kwargs: Option<Box<RawValue>>,
 }
 
-#[derive(Deserialize)]
+/// A batch: exactly one of `calls` and `function_names`, 1 to 100 calls.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
+    /// The tool's alias.
     alias: String,
+    /// The calls, run one after another.
     #[serde(default)]
     calls: Option<Vec<BatchCall>>,
     /// The original's form: functions called without arguments.
@@ -45,27 +55,50 @@ pub struct BatchBody {
     function_names: Option<Vec<String>>,
 }
 
-#[derive(Serialize)]
+/// One call's outcome in a batch.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct BatchItem {
     function_name: String,
+    /// Whether the call succeeded.
     ok: bool,
+    /// The call's answer (also for a failure the `return_default` strategy turned into a
+    /// `null` result).
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<CallData>,
+    /// The call's error.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<ErrorBody>)]
     error: Option<serde_json::Value>,
 }
 
-#[derive(Serialize)]
+/// What `batchExecute` answers.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct BatchData {
     alias: String,
+    /// The tool's error strategy, which decided what a failure did.
+    #[schema(value_type = ErrorStrategySchema)]
     strategy: ErrorStrategy,
     succeeded: usize,
     failed: usize,
     results: Vec<BatchItem>,
 }
 
+/// Run several calls of one tool, one after another.
+///
 /// `POST /python/batchExecute {alias, calls: [{function_name, args, kwargs}]}` (or the
-/// original's `function_names: [...]`).
+/// original's `function_names: [...]`). What a failure does depends on the tool's error
+/// strategy: `throw` stops the batch and answers with that failure (its `details.results`
+/// hold the items run so far).
+#[utoipa::path(
+    post,
+    path = "/batchExecute",
+    request_body = BatchBody,
+    responses(
+        (status = 200, description = "The batch ran", body = Envelope<BatchData>),
+        BodyErrors,
+        ToolErrors
+    )
+)]
 pub async fn batch_execute(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<BatchBody>,
@@ -172,23 +205,39 @@ async fn one(tenant: &Tenant, alias: &str, call: BatchCall) -> Result<CallData, 
     answer
 }
 
-#[derive(Deserialize)]
+/// `setErrorHandlingStrategy`'s body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StrategyBody {
+    #[schema(schema_with = strategy_input)]
     strategy: serde_json::Value,
+    /// The tool it applies to; without it, the tenant's default.
     #[serde(default)]
     alias: Option<String>,
 }
 
-#[derive(Serialize)]
+/// What `setErrorHandlingStrategy` answers.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct StrategyData {
+    #[schema(value_type = ErrorStrategySchema)]
     strategy: ErrorStrategy,
     /// `null`: the tenant's default.
     alias: Option<String>,
 }
 
+/// Set how a tool's failing calls are answered.
+///
 /// `POST /python/setErrorHandlingStrategy {strategy, alias?}`: `throw`, `return_default`,
 /// `log_and_continue` (or 0, 1, 2), for one alias or as the tenant's default.
+#[utoipa::path(
+    post,
+    path = "/setErrorHandlingStrategy",
+    request_body = StrategyBody,
+    responses(
+        (status = 200, description = "The strategy is set", body = Envelope<StrategyData>),
+        BodyErrors
+    )
+)]
 pub async fn set_strategy(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<StrategyBody>,

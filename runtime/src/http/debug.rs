@@ -11,27 +11,45 @@ use serde_json::value::RawValue;
 
 use super::auth::Caller;
 use super::body::JsonBody;
-use super::envelope::Data as Success;
+use super::envelope::{Data as Success, Envelope};
 use super::error::ApiError;
+use super::openapi::{BodyErrors, ErrorEnvelope};
 use super::python::{Authed, registry_error};
 
-#[derive(Deserialize)]
+/// `enableDebug`'s body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DebugBody {
+    /// Turns line tracing on or off.
     enable: bool,
+    /// The tool; without it, every loaded tool of the tenant and those it loads later.
     #[serde(default)]
     alias: Option<String>,
 }
 
-#[derive(Serialize)]
+/// What `enableDebug` answers.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct DebugData {
     enabled: bool,
     /// The tools whose tracing changed.
     tools: Vec<String>,
 }
 
+/// Turn line tracing of a tool's calls on or off.
+///
 /// `POST /python/enableDebug {enable, alias?}`: line tracing for the tool's calls; without
-/// `alias`, for every loaded tool of the tenant and those it loads later.
+/// `alias`, for every loaded tool of the tenant and those it loads later. Each call's answer
+/// (or error `details`) then carries `debug: {lines: [[function, line]...], truncated}`.
+#[utoipa::path(
+    post,
+    path = "/enableDebug",
+    request_body = DebugBody,
+    responses(
+        (status = 200, description = "Tracing is set", body = Envelope<DebugData>),
+        BodyErrors,
+        (status = 404, description = "`not_found`: no tool of the caller under that alias", body = ErrorEnvelope)
+    )
+)]
 pub async fn enable(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<DebugBody>,
@@ -46,23 +64,43 @@ pub async fn enable(
     }))
 }
 
-#[derive(Deserialize)]
+/// `setBreakpoint`'s body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BreakpointBody {
+    /// The tool's alias.
     alias: String,
     /// A line of the tool's script (from 1), or `null` to clear every breakpoint.
     #[serde(default, deserialize_with = "super::python::present")]
+    #[schema(value_type = Option<u32>, required = true, minimum = 1)]
     line_number: Option<Box<RawValue>>,
 }
 
-#[derive(Serialize)]
+/// What `setBreakpoint` answers.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct BreakpointData {
     alias: String,
+    /// The tool's breakpoint lines.
     breakpoints: Vec<u32>,
+    /// Whether line tracing is on for the tool.
     trace: bool,
 }
 
-/// `POST /python/setBreakpoint {alias, line_number}`: a snapshot point in the tool's script.
+/// Set (or clear) a snapshot point in a tool's script.
+///
+/// `POST /python/setBreakpoint {alias, line_number}`: a snapshot point, not a stop: when a
+/// call passes that line, `debug.breakpoints` of its answer gets `{line, function, locals}`
+/// (at most 20 hits per call). At most 64 per tool.
+#[utoipa::path(
+    post,
+    path = "/setBreakpoint",
+    request_body = BreakpointBody,
+    responses(
+        (status = 200, description = "The tool's breakpoints", body = Envelope<BreakpointData>),
+        BodyErrors,
+        (status = 404, description = "`not_found`: no tool of the caller under that alias", body = ErrorEnvelope)
+    )
+)]
 pub async fn set_breakpoint(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<BreakpointBody>,

@@ -74,7 +74,7 @@ pub struct DataWith<T>(pub StatusCode, pub T);
 
 impl<T: Serialize> IntoResponse for DataWith<T> {
     fn into_response(self) -> Response {
-        let body = Success {
+        let body = Envelope {
             success: true,
             request_id: current_request_id(),
             data: self.1,
@@ -83,18 +83,23 @@ impl<T: Serialize> IntoResponse for DataWith<T> {
     }
 }
 
-/// Serialised straight to bytes (not through `serde_json::Value`), so raw JSON results keep
-/// integers of any size exact.
-#[derive(Serialize)]
-struct Success<T> {
+/// The success envelope: `{success: true, request_id, data}`. Serialised straight to bytes
+/// (not through `serde_json::Value`), so raw JSON results keep integers of any size exact.
+/// Its schema is the one `GET /openapi.json` shows for every success (`Envelope_<data type>`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Envelope<T> {
+    /// Always `true` here (`false` in the error envelope).
+    #[schema(schema_with = super::openapi::always_true)]
     success: bool,
+    /// This request's id, as in the `X-Request-ID` header.
     request_id: String,
+    /// What the route answers.
     data: T,
 }
 
 impl<T: Serialize> IntoResponse for Data<T> {
     fn into_response(self) -> Response {
-        let body = Success {
+        let body = Envelope {
             success: true,
             request_id: current_request_id(),
             data: self.0,

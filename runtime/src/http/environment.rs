@@ -7,20 +7,26 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::body::JsonBody;
-use super::envelope::Data as Success;
+use super::envelope::{Data as Success, Envelope};
 use super::error::ApiError;
+use super::openapi::{BodyErrors, ErrorEnvelope};
 use super::python::Authed;
 use crate::sandbox::mounts::{SCRATCH_GUEST, SCRIPTS_GUEST};
 
-#[derive(Deserialize)]
+/// `addSysPath`'s body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SysPathBody {
+    /// A guest path: `/scripts`, `/tmp` or a folder below them, without `.` or `..`
+    /// segments.
     path: String,
 }
 
-#[derive(Serialize)]
+/// What `addSysPath` answers.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct SysPathData {
     path: String,
+    /// Every extra `sys.path` entry of the tenant.
     sys_paths: Vec<String>,
     /// Tools that could not take the path at once (they get it at their next start).
     pending: Vec<String>,
@@ -59,8 +65,20 @@ fn granted(path: &str) -> Result<String, ApiError> {
     Ok(trimmed.to_owned())
 }
 
+/// Add a guest path to `sys.path` of the caller's tools.
+///
 /// `POST /python/addSysPath {path}`: appends a granted guest path to `sys.path` of the
 /// caller's tools, now and at every later start (at most 16 paths).
+#[utoipa::path(
+    post,
+    path = "/addSysPath",
+    request_body = SysPathBody,
+    responses(
+        (status = 200, description = "The path is added", body = Envelope<SysPathData>),
+        BodyErrors,
+        (status = 403, description = "`forbidden_path`: the path is outside `/scripts` and `/tmp`", body = ErrorEnvelope)
+    )
+)]
 pub async fn add_sys_path(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<SysPathBody>,
@@ -79,9 +97,35 @@ pub async fn add_sys_path(
     }))
 }
 
+/// Install a package: not available yet.
+///
+/// Answers `501 not_available`: the interpreter bundles numpy, pandas, scipy and about 60
+/// other packages; installing more for the sandbox comes with the packages issue. Takes no
+/// body; one sent is ignored.
+#[utoipa::path(
+    post,
+    path = "/installPackage",
+    responses((status = 501, description = "`not_available`: installing packages is not available yet", body = ErrorEnvelope))
+)]
+pub async fn install_package() -> ApiError {
+    packages_unavailable()
+}
+
+/// Uninstall a package: not available yet.
+///
+/// Answers `501 not_available`, as `installPackage`. Takes no body; one sent is ignored.
+#[utoipa::path(
+    post,
+    path = "/uninstallPackage",
+    responses((status = 501, description = "`not_available`: installing packages is not available yet", body = ErrorEnvelope))
+)]
+pub async fn uninstall_package() -> ApiError {
+    packages_unavailable()
+}
+
 /// `installPackage` / `uninstallPackage`: not available until packages can be installed for
 /// the sandbox (without ever running `pip` through a shell, as the original did).
-pub async fn packages_unavailable() -> ApiError {
+fn packages_unavailable() -> ApiError {
     ApiError::new(
         StatusCode::NOT_IMPLEMENTED,
         "not_available",
@@ -118,21 +162,27 @@ mod tests {
     }
 }
 
-#[derive(Deserialize)]
+/// A package environment of the tenant (`createVenv`, `activateVenv`).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VenvBody {
-    /// For `activateVenv`, `null` deactivates.
+    /// 1 to 64 of `[A-Za-z0-9_.-]`, not starting with `.`. For `activateVenv`, `null`
+    /// deactivates.
     #[serde(default, deserialize_with = "super::python::present")]
+    #[schema(value_type = Option<String>, required = true)]
     env_name: Option<Box<serde_json::value::RawValue>>,
 }
 
-#[derive(Serialize)]
+/// What `createVenv` and `activateVenv` answer.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct VenvData {
     env_name: Option<String>,
     /// `createVenv`: whether it was made now (`false`: it already existed).
     #[serde(skip_serializing_if = "Option::is_none")]
     created: Option<bool>,
+    /// The tenant's package environments.
     venvs: Vec<String>,
+    /// The active one, mounted in instances the tenant starts.
     active: Option<String>,
 }
 
@@ -150,8 +200,19 @@ fn env_name(body: VenvBody, null_ok: bool) -> Result<Option<String>, ApiError> {
     Ok(Some(name))
 }
 
+/// Create a package environment.
+///
 /// `POST /python/createVenv {env_name}`: a named package environment of the tenant (a
-/// `site-packages` folder, empty until packages can be installed).
+/// `site-packages` folder, empty until packages can be installed; at most 16).
+#[utoipa::path(
+    post,
+    path = "/createVenv",
+    request_body = VenvBody,
+    responses(
+        (status = 200, description = "The environment exists (`created: false` if it did)", body = Envelope<VenvData>),
+        BodyErrors
+    )
+)]
 pub async fn create_venv(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<VenvBody>,
@@ -170,9 +231,21 @@ pub async fn create_venv(
     }))
 }
 
+/// Activate a package environment (or deactivate with `null`).
+///
 /// `POST /python/activateVenv {env_name}`: the environment mounted read-only at
 /// `/site-packages` (and on `sys.path`) in every instance the tenant starts from now on:
 /// loads, reloads and respawns. Running instances keep what they have. `null` deactivates.
+#[utoipa::path(
+    post,
+    path = "/activateVenv",
+    request_body = VenvBody,
+    responses(
+        (status = 200, description = "The environment is active (or none is)", body = Envelope<VenvData>),
+        BodyErrors,
+        (status = 404, description = "`not_found`: no package environment of that name", body = ErrorEnvelope)
+    )
+)]
 pub async fn activate_venv(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<VenvBody>,

@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::body::JsonBody;
-use super::envelope::{Data as Success, current_request_id};
+use super::envelope::{Data as Success, Envelope, current_request_id};
 use super::error::ApiError;
 use super::namespace::checked_code;
+use super::openapi::{BodyErrors, ErrorEnvelope, FreshRunErrors};
 use super::python::{Authed, CallData, call_result, registry_error};
 use crate::protocol::Op;
 use crate::registry::check_alias;
@@ -34,15 +35,20 @@ async fn run_fresh(tenant: &Tenant, what: &str, op: Op) -> Result<CallData, ApiE
     call_result(report, "(fresh sandbox)", what).map(|Success(data)| data)
 }
 
-#[derive(Deserialize)]
+/// `executeWithLogging`'s body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoggingBody {
+    /// Python statements, at most 256 KiB.
     script_content: String,
+    /// A log of the tenant's to append the output to: 5 to 64 of `[A-Za-z0-9_.-]`, ending in
+    /// `.log` (at most 16 MiB per file).
     #[serde(default)]
     log_file: Option<String>,
 }
 
-#[derive(Serialize)]
+/// What `executeWithLogging` answers: the call's fields, with `log_file`.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct LoggingData {
     #[serde(flatten)]
     call: CallData,
@@ -50,7 +56,23 @@ pub struct LoggingData {
     log_file: Option<String>,
 }
 
-/// `POST /python/executeWithLogging {script_content, log_file?}`.
+/// Run code in a fresh sandbox, optionally logging its output.
+///
+/// `POST /python/executeWithLogging {script_content, log_file?}`: the code runs in a fresh
+/// sandbox (an empty namespace, the tenant's default limits and scripts, no scratch folder),
+/// dropped afterwards; answered as a call with `result: null`. `log_file` appends the output
+/// to `<data_dir>/logs/<tenant>/<log_file>`.
+#[utoipa::path(
+    post,
+    path = "/executeWithLogging",
+    request_body = LoggingBody,
+    responses(
+        (status = 200, description = "The code ran", body = Envelope<LoggingData>),
+        BodyErrors,
+        FreshRunErrors,
+        (status = 507, description = "`log_full`: the log file would pass 16 MiB; start a new one", body = ErrorEnvelope)
+    )
+)]
 pub async fn with_logging(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<LoggingBody>,
@@ -153,11 +175,15 @@ fn unix_seconds() -> u64 {
         .unwrap_or(0)
 }
 
-#[derive(Deserialize)]
+/// `executeWithProfiling`'s body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfilingBody {
+    /// Python statements, at most 256 KiB.
     script_content: String,
+    /// How many rows to answer (by cumulative time): 1 to 1000, 20 by default.
     #[serde(default = "default_top")]
+    #[schema(default = 20, minimum = 1, maximum = 1000)]
     top_n: u32,
 }
 
@@ -165,9 +191,21 @@ fn default_top() -> u32 {
     20
 }
 
+/// Profile code in a fresh sandbox.
+///
 /// `POST /python/executeWithProfiling {script_content, top_n?}`: the script under cProfile;
 /// `result` is `{total_calls, rows: [{function, file, line, ncalls, tottime, cumtime}]}`, the
 /// `top_n` (default 20, at most 1000) rows by cumulative time.
+#[utoipa::path(
+    post,
+    path = "/executeWithProfiling",
+    request_body = ProfilingBody,
+    responses(
+        (status = 200, description = "The profile as `result`", body = Envelope<CallData>),
+        BodyErrors,
+        FreshRunErrors
+    )
+)]
 pub async fn with_profiling(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<ProfilingBody>,

@@ -10,19 +10,22 @@ use serde_json::value::RawValue;
 
 use super::auth::Caller;
 use super::body::JsonBody;
-use super::envelope::Data as Success;
+use super::envelope::{Data as Success, Envelope};
 use super::error::ApiError;
+use super::openapi::{BodyErrors, ErrorBody, Exports as ExportsSchema, ToolErrors};
 use super::python::{
     AliasBody, Authed, CallBody, CallData, call_result, checked_call, registry_error,
 };
 use crate::protocol::Op;
 use crate::tenants::Tenant;
 
-#[derive(Serialize)]
+/// What `exports/discover` answers: the alias, with `tool_info` and `functions`.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Discovered {
     alias: String,
     /// `tool_info` and `functions`, as the tool described itself.
     #[serde(flatten)]
+    #[schema(value_type = ExportsSchema)]
     exports: Exports,
 }
 
@@ -56,7 +59,21 @@ async fn discover_one(tenant: &Tenant, alias: &str) -> Result<Exports, ApiError>
     })
 }
 
-/// `POST /python/exports/discover {alias}`.
+/// Discover a tool's exports.
+///
+/// `POST /python/exports/discover {alias}`: the tool's `get_tool_info()` (run in its
+/// sandbox; `null` if it has none) and the signatures of the functions it lists, or of all
+/// public ones when it lists none.
+#[utoipa::path(
+    post,
+    path = "/exports/discover",
+    request_body = AliasBody,
+    responses(
+        (status = 200, description = "The tool's exports", body = Envelope<Discovered>),
+        BodyErrors,
+        ToolErrors
+    )
+)]
 pub async fn discover(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<AliasBody>,
@@ -68,6 +85,7 @@ pub async fn discover(
     }))
 }
 
+/// One tool in `exports/all`: its exports (`tool_info`, `functions`) or its `error`.
 #[derive(Serialize)]
 pub struct AllItem {
     alias: String,
@@ -77,8 +95,42 @@ pub struct AllItem {
     error: Option<serde_json::Value>,
 }
 
+/// One tool in `exports/all`: its discovery, or why it failed (the schema of [`AllItem`]).
+#[derive(utoipa::ToSchema)]
+#[schema(as = AllItem)]
+#[serde(untagged)]
+#[allow(
+    dead_code,
+    reason = "documentation only: describes `AllItem`, never constructed"
+)]
+enum AllItemSchema {
+    /// The tool's discovery, as `exports/discover` answers it.
+    Discovered(Discovered),
+    /// A tool whose discovery failed.
+    Failed(Undiscovered),
+}
+
+/// A tool whose discovery failed.
+#[derive(utoipa::ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documentation only: describes `AllItem`, never constructed"
+)]
+struct Undiscovered {
+    alias: String,
+    /// Why the discovery failed.
+    error: ErrorBody,
+}
+
+/// Discover the exports of every tool of the caller.
+///
 /// `GET /python/exports/all`: every loaded tool of the caller, each discovered in turn; a
 /// tool whose discovery fails carries its error instead.
+#[utoipa::path(
+    get,
+    path = "/exports/all",
+    responses((status = 200, description = "Each tool's exports or error", body = Envelope<Vec<AllItemSchema>>))
+)]
 pub async fn all(Extension(Caller(tenant)): Authed) -> Success<Vec<AllItem>> {
     let mut items = Vec::new();
     for tool in tenant.registry.list() {
@@ -99,17 +151,34 @@ pub async fn all(Extension(Caller(tenant)): Authed) -> Success<Vec<AllItem>> {
     Success(items)
 }
 
-#[derive(Deserialize)]
+/// `exports/invoke`'s body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InvokeBody {
+    /// The tool's alias.
     alias: String,
+    /// An exported function.
     function_name: String,
+    /// Keyword arguments: an object of any JSON values.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     kwargs: Option<Box<RawValue>>,
 }
 
+/// Call an exported function.
+///
 /// `POST /python/exports/invoke {alias, function_name, kwargs}`: calls an exported function
-/// (one `get_tool_info()` lists, or any public one when it lists none).
+/// (one `get_tool_info()` lists, or any public one when it lists none); answered as a call.
+#[utoipa::path(
+    post,
+    path = "/exports/invoke",
+    request_body = InvokeBody,
+    responses(
+        (status = 200, description = "The function returned", body = Envelope<CallData>),
+        BodyErrors,
+        ToolErrors
+    )
+)]
 pub async fn invoke(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<InvokeBody>,

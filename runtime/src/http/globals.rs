@@ -12,25 +12,34 @@ use std::collections::BTreeMap;
 
 use super::auth::Caller;
 use super::body::JsonBody;
-use super::envelope::Data as Success;
+use super::envelope::{Data as Success, Envelope};
 use super::error::ApiError;
+use super::openapi::{BodyErrors, TargetSchema};
 use super::python::{Authed, check_depth};
 use crate::registry::{MAX_FUNCTIONS, Target, check_alias, check_function, check_variable};
 
-#[derive(Deserialize)]
+/// A global variable of the tenant (`syncVariableToGlobal`, `syncVariableFromGlobal`).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GlobalBody {
+    /// An identifier, not starting with `__`.
     name: String,
-    /// `Some` whenever the field is present, `null` included.
+    /// `syncVariableToGlobal`: the value (any JSON, at most 256 KiB; required).
+    /// `syncVariableFromGlobal` refuses it.
+    // `Some` whenever the field is present, `null` included.
     #[serde(default, deserialize_with = "super::python::present")]
+    #[schema(value_type = Value)]
     value: Option<Box<RawValue>>,
 }
 
-#[derive(Serialize)]
+/// A global variable and its value.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct GlobalData {
     name: String,
     /// Whether the name is set (for `syncVariableFromGlobal`; always true after a set).
     found: bool,
+    /// The value (`null` when unset).
+    #[schema(value_type = Value)]
     value: Box<RawValue>,
 }
 
@@ -39,7 +48,20 @@ fn checked_name(name: &str) -> Result<(), ApiError> {
         .map_err(|err| ApiError::bad_request(err.to_string().replace("variable_name", "name")))
 }
 
-/// `POST /python/syncVariableToGlobal {name, value}`: sets the tenant's global variable.
+/// Set a global variable of the tenant.
+///
+/// `POST /python/syncVariableToGlobal {name, value}`: sets the tenant's global variable,
+/// which guest code reads with `scriptbox.get_global(name)`. At most 1,024 names, 256 KiB of
+/// JSON each, 8 MiB in all.
+#[utoipa::path(
+    post,
+    path = "/syncVariableToGlobal",
+    request_body = GlobalBody,
+    responses(
+        (status = 200, description = "The variable is set", body = Envelope<GlobalData>),
+        BodyErrors
+    )
+)]
 pub async fn to_global(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<GlobalBody>,
@@ -59,8 +81,19 @@ pub async fn to_global(
     }))
 }
 
+/// Read a global variable of the tenant.
+///
 /// `POST /python/syncVariableFromGlobal {name}`: the tenant's global variable (`found:
 /// false` and a `null` value when it is not set).
+#[utoipa::path(
+    post,
+    path = "/syncVariableFromGlobal",
+    request_body = GlobalBody,
+    responses(
+        (status = 200, description = "The variable", body = Envelope<GlobalData>),
+        BodyErrors
+    )
+)]
 pub async fn from_global(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<GlobalBody>,
@@ -79,7 +112,8 @@ pub async fn from_global(
     }))
 }
 
-#[derive(Deserialize)]
+/// What a registered name runs.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum TargetBody {
     /// `"alias.function_name"`.
@@ -90,20 +124,27 @@ pub enum TargetBody {
     },
 }
 
-#[derive(Deserialize)]
+/// `registerFunction`'s body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterBody {
+    /// The name guest code calls: an identifier, not starting with `__`.
     name: String,
-    /// What the name runs; `null` removes the registration.
+    /// What the name runs: `"alias.function_name"` or `{alias, function_name}`; `null`
+    /// removes the registration.
     #[serde(default, deserialize_with = "super::python::present")]
+    #[schema(value_type = Option<TargetBody>, required = true)]
     target: Option<Box<RawValue>>,
 }
 
-#[derive(Serialize)]
+/// What `registerFunction` answers.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct RegisterData {
     name: String,
+    /// Whether the name is registered now (`false` after a removal).
     registered: bool,
     /// Every registered function of the tenant, by name.
+    #[schema(value_type = BTreeMap<String, TargetSchema>)]
     functions: BTreeMap<String, Target>,
 }
 
@@ -132,9 +173,21 @@ fn checked_target(raw: &RawValue) -> Result<Target, ApiError> {
     })
 }
 
+/// Register a function for guest code to call by name.
+///
 /// `POST /python/registerFunction {name, target}`: exposes one of the tenant's tools'
 /// functions to all its tools' guest code as `scriptbox.call(name, ...)`. The target tool
 /// need not be loaded yet: a call to an unloaded one fails in the guest with a clear error.
+/// At most 256 names.
+#[utoipa::path(
+    post,
+    path = "/registerFunction",
+    request_body = RegisterBody,
+    responses(
+        (status = 200, description = "The name is registered (or removed)", body = Envelope<RegisterData>),
+        BodyErrors
+    )
+)]
 pub async fn register(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<RegisterBody>,

@@ -17,9 +17,10 @@ use serde_json::value::RawValue;
 
 use super::auth::Caller;
 use super::body::JsonBody;
-use super::envelope::{Data as Success, current_request_id, json_response};
+use super::envelope::{Data as Success, Envelope, current_request_id, json_response};
 use super::error::ApiError;
 use super::namespace::checked_code;
+use super::openapi::{BodyErrors, CacheStatsSchema, ErrorCode, ErrorEnvelope};
 use super::python::{Authed, call_result, check_depth, is_call_failure, registry_error};
 use crate::protocol::{self, Op, SCRATCH_MODULE};
 use crate::registry::{CallReport, RegistryError, check_function, check_script};
@@ -27,7 +28,7 @@ use crate::sandbox::mounts::SCRIPTS_GUEST;
 
 /// How code runs: in a fresh sandbox dropped afterwards, or in the tenant's session
 /// interpreter (shared with `inject` without an alias), which keeps its state.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     #[default]
@@ -35,23 +36,45 @@ pub enum Mode {
     Session,
 }
 
-/// The original's answer.
-#[derive(Serialize)]
+/// The original's answer: the execute routes' own shape, at the top level (no envelope).
+#[derive(Serialize, utoipa::ToSchema)]
 struct Executed {
+    /// `true` when the code ran, `false` when it failed.
     success: bool,
+    /// The value of a final expression statement, else the variable `result` (`null` on
+    /// failure).
+    #[schema(value_type = Value)]
     result: Box<RawValue>,
     stdout: String,
     stderr: String,
+    /// The failure's message (`null` on success).
     error: Option<String>,
+    /// The failure's error code.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<ErrorCode>)]
     error_code: Option<&'static str>,
+    /// The failure's details, as in the error envelope.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     details: Option<serde_json::Value>,
     /// Milliseconds the code ran (inside the sandbox, without queueing).
     #[serde(rename = "executionTime")]
     execution_time: f64,
     mode: Mode,
     request_id: String,
+}
+
+/// A `422` of the execute routes: the failed run in the original's shape, or, when the
+/// sandbox could not start it, the error envelope.
+#[derive(utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(
+    dead_code,
+    reason = "documentation only: describes what `executed` answers, never constructed"
+)]
+enum ExecuteFailure {
+    Ran(Executed),
+    Refused(ErrorEnvelope),
 }
 
 /// A finished execution as the original's answer; a refusal as an error envelope.
@@ -97,13 +120,18 @@ fn executed(answer: Result<CallReport, RegistryError>, tenant: &str, mode: Mode)
     }
 }
 
-#[derive(Deserialize)]
+/// `execute`'s body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecuteBody {
+    /// Python statements, at most 256 KiB.
     code: String,
     /// Bound as the variable `args` (any JSON; `null` when absent).
     #[serde(default)]
+    #[schema(value_type = Value)]
     args: Option<Box<RawValue>>,
+    /// `isolated` (default): a fresh sandbox dropped afterwards; `session`: the tenant's
+    /// session interpreter, which keeps what is defined in it.
     #[serde(default)]
     mode: Mode,
     /// Seconds; lowers the deadline for this request (never past the tenant's limit).
@@ -123,8 +151,23 @@ fn within(timeout: Option<f64>) -> Result<Option<Duration>, ApiError> {
     }
 }
 
+/// Run code and answer in the original's shape.
+///
 /// `POST /api/python/execute {code, args?, mode?, timeout?}`: runs `code` with `args` bound;
-/// `result` is the value of a final expression statement, else the variable `result`.
+/// `result` is the value of a final expression statement, else the variable `result`. The
+/// answer is `{success, result, stdout, stderr, error, executionTime, mode, request_id}` at
+/// the top level (no envelope); a refused request gets the usual error envelope.
+#[utoipa::path(
+    post,
+    path = "/execute",
+    request_body = ExecuteBody,
+    responses(
+        (status = 200, description = "The code ran (`success: true`)", body = Executed),
+        BodyErrors,
+        (status = 422, description = "The code failed (`success: false`, with `error`, `error_code` and `details`; `python_exception`, a limit, ...); or the sandbox could not start it (the error envelope: `load_failed`, `fuel_exhausted`, ...)", body = ExecuteFailure),
+        (status = 503, description = "`overloaded` or `busy`", body = ErrorEnvelope)
+    )
+)]
 pub async fn execute(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<ExecuteBody>,
@@ -144,9 +187,12 @@ pub async fn execute(
     Ok(executed(answer, &tenant.id, body.mode))
 }
 
-#[derive(Deserialize)]
+/// `executeFile`'s body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileBody {
+    /// `name.py` or `dir/name.py` inside the tenant's scripts folder (no `..`, no leading
+    /// `/` or `.`).
     path: String,
     /// Command-line arguments: strings (numbers and booleans are accepted and passed as
     /// their JSON text).
@@ -195,9 +241,23 @@ fn argv(args: Vec<serde_json::Value>) -> Result<Vec<String>, ApiError> {
         .collect()
 }
 
+/// Run a script file of the tenant as `__main__`.
+///
 /// `POST /api/python/executeFile {path, args?}`: runs a script of the tenant's scripts
 /// folder as `__main__` in a fresh sandbox, with `sys.argv = [path, *args]`; `result` is the
-/// script's variable `result`.
+/// script's variable `result`. Answers as `execute`.
+#[utoipa::path(
+    post,
+    path = "/executeFile",
+    request_body = FileBody,
+    responses(
+        (status = 200, description = "The code ran (`success: true`)", body = Executed),
+        BodyErrors,
+        (status = 404, description = "`not_found`: no such file in the scripts folder", body = ErrorEnvelope),
+        (status = 422, description = "The code failed (`success: false`, with `error`, `error_code` and `details`; `python_exception`, a limit, ...); or the sandbox could not start it (the error envelope: `load_failed`, `fuel_exhausted`, ...)", body = ExecuteFailure),
+        (status = 503, description = "`overloaded` or `busy`", body = ErrorEnvelope)
+    )
+)]
 pub async fn execute_file(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<FileBody>,
@@ -215,18 +275,36 @@ pub async fn execute_file(
     Ok(executed(answer, &tenant.id, Mode::Isolated))
 }
 
-#[derive(Deserialize)]
+/// `executeFunction`'s body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FunctionBody {
+    /// A script name of the tenant's scripts folder.
     module: String,
+    /// A public function of it.
     function: String,
     /// An array (positional arguments) or an object (keyword arguments).
     #[serde(default)]
+    #[schema(value_type = Value)]
     args: Option<Box<RawValue>>,
 }
 
+/// Import a script in a fresh sandbox and call one of its functions.
+///
 /// `POST /api/python/executeFunction {module, function, args?}`: imports the script
-/// `module` in a fresh sandbox and calls `function` with `args`.
+/// `module` in a fresh sandbox and calls `function` with `args`. Answers as `execute`.
+#[utoipa::path(
+    post,
+    path = "/executeFunction",
+    request_body = FunctionBody,
+    responses(
+        (status = 200, description = "The code ran (`success: true`)", body = Executed),
+        BodyErrors,
+        (status = 404, description = "`not_found`: no script of that name, or no such public function", body = ErrorEnvelope),
+        (status = 422, description = "The code failed (`success: false`, with `error`, `error_code` and `details`; `python_exception`, a limit, ...); or the sandbox could not start it (the error envelope: `load_failed`, `fuel_exhausted`, ...)", body = ExecuteFailure),
+        (status = 503, description = "`overloaded` or `busy`", body = ErrorEnvelope)
+    )
+)]
 pub async fn execute_function(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<FunctionBody>,
@@ -256,8 +334,10 @@ pub async fn execute_function(
     Ok(executed(answer, &tenant.id, Mode::Isolated))
 }
 
-#[derive(Serialize)]
+/// What `statistics` answers: the caller's usage.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Statistics {
+    /// Loaded tools.
     tools: usize,
     /// Calls (of any kind) made to loaded tools, and instance replacements, since each load.
     calls: u64,
@@ -270,7 +350,9 @@ pub struct Statistics {
     registered_functions: usize,
     venvs: Vec<String>,
     active_venv: Option<String>,
+    #[schema(value_type = CacheStatsSchema)]
     cache: crate::registry::CacheStats,
+    /// Seconds since the server started.
     uptime_s: u64,
 }
 
@@ -278,7 +360,15 @@ pub struct Statistics {
 pub static STARTED: std::sync::LazyLock<std::time::Instant> =
     std::sync::LazyLock::new(std::time::Instant::now);
 
-/// `GET /api/python/statistics`: the caller's usage.
+/// The caller's usage.
+///
+/// `GET /api/python/statistics`: tools, calls, resets, calls in flight, fresh runs, jobs,
+/// globals, registered functions, package environments, the result cache and the uptime.
+#[utoipa::path(
+    get,
+    path = "/statistics",
+    responses((status = 200, description = "The caller's usage", body = Envelope<Statistics>))
+)]
 pub async fn statistics(Extension(Caller(tenant)): Authed) -> Success<Statistics> {
     let registry = &tenant.registry;
     let tools = registry.list();

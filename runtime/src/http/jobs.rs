@@ -8,19 +8,37 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::body::JsonBody;
-use super::envelope::{Data as Success, DataWith};
+use super::envelope::{Data as Success, DataWith, Envelope};
 use super::error::ApiError;
+use super::openapi::{BodyErrors, ErrorEnvelope, JobStatusSchema, JobViewSchema};
 use super::python::{Authed, CallBody, call_result, checked_call, registry_error};
 use crate::jobs::{JobError, JobStatus, JobView};
 use crate::protocol::Op;
 
-#[derive(Serialize)]
+/// What `callAsync` answers.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Accepted {
+    /// 32 lowercase hex digits; read the job at `/python/jobs/{job_id}`.
     job_id: String,
+    /// Always `running`.
+    #[schema(value_type = JobStatusSchema)]
     status: JobStatus,
 }
 
-/// `POST /python/callAsync`: as `call`, answered at once with a job id.
+/// Start a call and answer at once with a job id.
+///
+/// `POST /python/callAsync`: as `call`, answered at once (`202`) with a job id. The alias
+/// and names are checked first; the call's own outcome goes to the job.
+#[utoipa::path(
+    post,
+    path = "/callAsync",
+    request_body = CallBody,
+    responses(
+        (status = 202, description = "The call is running as a job", body = Envelope<Accepted>),
+        BodyErrors,
+        (status = 404, description = "`not_found`: no tool of the caller under that alias", body = ErrorEnvelope)
+    )
+)]
 pub async fn call_async(
     Extension(super::auth::Caller(tenant)): Authed,
     JsonBody(body): JsonBody<CallBody>,
@@ -103,7 +121,19 @@ fn checked_id(id: &str) -> Result<&str, ApiError> {
     }
 }
 
-/// `GET /python/jobs/{id}`.
+/// Read a job.
+///
+/// `GET /python/jobs/{id}`: its status and, once finished, its result or error. Finished
+/// jobs are kept `job_ttl_s` (600 s), then `404`.
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}",
+    params(("id" = String, Path, description = "The job id `callAsync` answered")),
+    responses(
+        (status = 200, description = "The job", body = Envelope<JobViewSchema>),
+        (status = 404, description = "`not_found`: no such job of the caller (finished jobs expire)", body = ErrorEnvelope)
+    )
+)]
 pub async fn get_job(
     Extension(super::auth::Caller(tenant)): Authed,
     Path(id): Path<String>,
@@ -115,8 +145,19 @@ pub async fn get_job(
         .map_err(job_error)
 }
 
+/// Cancel a running job, or forget a finished one.
+///
 /// `DELETE /python/jobs/{id}`: cancels a running job (its guest is stopped and the tool's
-/// instance replaced) or forgets a finished one.
+/// instance replaced) or forgets a finished one. Answers with the job as it was.
+#[utoipa::path(
+    delete,
+    path = "/jobs/{id}",
+    params(("id" = String, Path, description = "The job id `callAsync` answered")),
+    responses(
+        (status = 200, description = "The job, cancelled or forgotten", body = Envelope<JobViewSchema>),
+        (status = 404, description = "`not_found`: no such job of the caller", body = ErrorEnvelope)
+    )
+)]
 pub async fn delete_job(
     Extension(super::auth::Caller(tenant)): Authed,
     Path(id): Path<String>,

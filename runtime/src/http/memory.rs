@@ -14,25 +14,31 @@ use serde_json::Value;
 
 use super::auth::Caller;
 use super::body::OptionalJsonBody;
-use super::envelope::Data as Success;
+use super::envelope::{Data as Success, Envelope};
 use super::error::ApiError;
+use super::openapi::{BodyErrors, ErrorBody};
 use super::python::{Authed, call_result, registry_error};
 use crate::protocol::Op;
 use crate::tenants::Tenant;
 
-#[derive(Serialize)]
+/// One tool's memory (`null`s for an evicted tool, which is not restarted to be measured).
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ToolMemory {
     alias: String,
     /// Linear memory in bytes: the wasm heap's current size and peak (it never shrinks).
     linear_memory_bytes: Option<usize>,
     /// Python's view (`gc_objects`, `gc_tracked_bytes`), or the collection's result for
     /// `optimizeMemory` (`unreachable_collected`, `gc_objects_before`, `gc_objects_after`).
+    #[schema(value_type = Option<Object>)]
     python: Option<Value>,
+    /// Why the tool could not be measured.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<ErrorBody>)]
     error: Option<Value>,
 }
 
-#[derive(Serialize)]
+/// What `getMemoryUsage` and `optimizeMemory` answer.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct MemoryData {
     tools: Vec<ToolMemory>,
     total_linear_memory_bytes: usize,
@@ -71,19 +77,36 @@ async fn per_tool(tenant: &Tenant, op: &Op) -> MemoryData {
     data
 }
 
-/// `GET /python/getMemoryUsage`.
+/// Memory of each of the caller's tools.
+///
+/// `GET /python/getMemoryUsage`: linear memory measured by the host, and the objects
+/// Python's collector tracks.
+#[utoipa::path(
+    get,
+    path = "/getMemoryUsage",
+    responses((status = 200, description = "Each tool's memory", body = Envelope<MemoryData>))
+)]
 pub async fn usage(Extension(Caller(tenant)): Authed) -> Success<MemoryData> {
     Success(per_tool(&tenant, &Op::MemoryStats).await)
 }
 
+/// Run a full garbage collection in each of the caller's tools.
+///
 /// `POST /python/optimizeMemory`: a full garbage collection in each instance, reporting
 /// what it found and the tracked objects before and after. (Linear memory does not
-/// shrink; `clearUnusedResources` gives it back by dropping idle instances.)
+/// shrink; `clearUnusedResources` gives it back by dropping idle instances.) Takes no body;
+/// one sent is ignored.
+#[utoipa::path(
+    post,
+    path = "/optimizeMemory",
+    responses((status = 200, description = "Each tool's collection", body = Envelope<MemoryData>))
+)]
 pub async fn optimize(Extension(Caller(tenant)): Authed) -> Success<MemoryData> {
     Success(per_tool(&tenant, &Op::Collect).await)
 }
 
-#[derive(Deserialize)]
+/// `clearUnusedResources`'s body (optional).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClearBody {
     /// Evict tools idle at least this long (seconds).
@@ -96,15 +119,28 @@ impl Default for ClearBody {
     }
 }
 
-#[derive(Serialize)]
+/// What `clearUnusedResources` answers.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Cleared {
     idle_s: u64,
+    /// The tools whose instances were dropped.
     evicted: Vec<String>,
 }
 
-/// `POST /python/clearUnusedResources {idle_s?}` (body optional, `idle_s` 300 by default):
-/// drops the instances of tools idle that long, giving their memory back; each restarts on
-/// its next call with its state reset and its live objects lost.
+/// Drop the instances of idle tools.
+///
+/// `POST /python/clearUnusedResources {idle_s?}` (body optional, `idle_s` 300 by default,
+/// at most a week): drops the instances of tools idle that long, giving their memory back;
+/// each restarts on its next call with its state reset and its live objects lost.
+#[utoipa::path(
+    post,
+    path = "/clearUnusedResources",
+    request_body(content = Option<ClearBody>, description = "Optional: an empty body is `{}` (`idle_s` 300)"),
+    responses(
+        (status = 200, description = "The idle tools' instances are dropped", body = Envelope<Cleared>),
+        BodyErrors
+    )
+)]
 pub async fn clear_unused(
     Extension(Caller(tenant)): Authed,
     OptionalJsonBody(body): OptionalJsonBody<ClearBody>,

@@ -18,8 +18,10 @@ mod jobs;
 mod memory;
 mod namespace;
 mod objects;
+mod openapi;
 mod performance;
 mod python;
+mod tasks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,11 +30,13 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::middleware;
-use axum::routing::{get, post};
-use serde_json::json;
+use serde::Serialize;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use envelope::Envelope;
 pub use error::ApiError;
 
 use crate::tenants::Tenants;
@@ -44,76 +48,84 @@ pub struct AppState {
     /// The server-wide body cap (a tenant's own may be lower).
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
+    /// Every tenant's tasks.
+    pub tasks: Arc<crate::tasks::Service>,
 }
 
-/// Every route, with its layers.
+/// Every route, with its layers. The routes are collected through `utoipa_axum`, so the
+/// OpenAPI document (`GET /openapi.json`, `GET /docs`) is built from exactly these routes and
+/// their handlers' annotations, once, here.
 pub fn router(state: AppState) -> Router {
-    let python = Router::new()
-        .route("/load", post(python::load))
-        .route("/unload", post(python::unload))
-        .route("/reload", post(python::reload))
-        .route("/list", get(python::list))
-        .route("/call", post(python::call))
-        .route("/getVariable", post(namespace::get_variable))
-        .route("/setVariable", post(namespace::set_variable))
-        .route("/functions", post(namespace::functions))
-        .route("/eval", post(namespace::eval))
-        .route("/inject", post(namespace::inject))
-        .route("/callAsync", post(jobs::call_async))
-        .route("/batchExecute", post(batch::batch_execute))
-        .route("/createObject", post(objects::create_object))
-        .route("/callMethod", post(objects::call_method))
-        .route("/getObjectAttribute", post(objects::get_attribute))
-        .route("/setObjectAttribute", post(objects::set_attribute))
-        .route("/manageObjectLifecycle", post(objects::lifecycle))
-        .route("/listObjects", post(objects::list_objects))
-        .route("/exports/discover", post(exports::discover))
-        .route("/exports/all", get(exports::all))
-        .route("/exports/invoke", post(exports::invoke))
-        .route("/getMemoryUsage", get(memory::usage))
-        .route("/optimizeMemory", post(memory::optimize))
-        .route("/clearUnusedResources", post(memory::clear_unused))
-        .route("/executeWithLogging", post(execute::with_logging))
-        .route("/executeWithProfiling", post(execute::with_profiling))
-        .route("/addSysPath", post(environment::add_sys_path))
-        .route("/installPackage", post(environment::packages_unavailable))
-        .route("/uninstallPackage", post(environment::packages_unavailable))
-        .route("/setErrorHandlingStrategy", post(batch::set_strategy))
-        .route("/syncVariableToGlobal", post(globals::to_global))
-        .route("/syncVariableFromGlobal", post(globals::from_global))
-        .route("/registerFunction", post(globals::register))
-        .route("/configurePerformance", post(performance::configure))
-        .route("/enableDebug", post(debug::enable))
-        .route("/setBreakpoint", post(debug::set_breakpoint))
-        .route("/createVenv", post(environment::create_venv))
-        .route("/activateVenv", post(environment::activate_venv))
-        .route("/jobs/{id}", get(jobs::get_job).delete(jobs::delete_job))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::authenticate,
-        ));
-    let high_level = Router::new()
-        .route("/execute", post(high_level::execute))
-        .route("/executeFile", post(high_level::execute_file))
-        .route("/executeFunction", post(high_level::execute_function))
-        .route("/statistics", get(high_level::statistics))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::authenticate,
-        ));
+    let python = OpenApiRouter::default()
+        .routes(routes!(python::load))
+        .routes(routes!(python::unload))
+        .routes(routes!(python::reload))
+        .routes(routes!(python::list))
+        .routes(routes!(python::call))
+        .routes(routes!(namespace::get_variable))
+        .routes(routes!(namespace::set_variable))
+        .routes(routes!(namespace::functions))
+        .routes(routes!(namespace::eval))
+        .routes(routes!(namespace::inject))
+        .routes(routes!(jobs::call_async))
+        .routes(routes!(batch::batch_execute))
+        .routes(routes!(objects::create_object))
+        .routes(routes!(objects::call_method))
+        .routes(routes!(objects::get_attribute))
+        .routes(routes!(objects::set_attribute))
+        .routes(routes!(objects::lifecycle))
+        .routes(routes!(objects::list_objects))
+        .routes(routes!(exports::discover))
+        .routes(routes!(exports::all))
+        .routes(routes!(exports::invoke))
+        .routes(routes!(memory::usage))
+        .routes(routes!(memory::optimize))
+        .routes(routes!(memory::clear_unused))
+        .routes(routes!(execute::with_logging))
+        .routes(routes!(execute::with_profiling))
+        .routes(routes!(environment::add_sys_path))
+        .routes(routes!(environment::install_package))
+        .routes(routes!(environment::uninstall_package))
+        .routes(routes!(batch::set_strategy))
+        .routes(routes!(globals::to_global))
+        .routes(routes!(globals::from_global))
+        .routes(routes!(globals::register))
+        .routes(routes!(performance::configure))
+        .routes(routes!(debug::enable))
+        .routes(routes!(debug::set_breakpoint))
+        .routes(routes!(environment::create_venv))
+        .routes(routes!(environment::activate_venv))
+        .routes(routes!(jobs::get_job, jobs::delete_job));
+    let python = behind_key(python, &state);
+    let high_level = OpenApiRouter::default()
+        .routes(routes!(high_level::execute))
+        .routes(routes!(high_level::execute_file))
+        .routes(routes!(high_level::execute_function))
+        .routes(routes!(high_level::statistics));
+    let high_level = behind_key(high_level, &state);
     std::sync::LazyLock::force(&high_level::STARTED);
-    let admin = Router::new()
-        .route("/tenants", get(admin::tenants))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::authenticate,
-        ))
-        .with_state(Arc::clone(&state.tenants));
-    Router::new()
-        .route("/health", get(health))
+    let tasks = OpenApiRouter::default()
+        .routes(routes!(tasks::submit, tasks::list))
+        .routes(routes!(tasks::get, tasks::delete))
+        .routes(routes!(tasks::resume))
+        .routes(routes!(tasks::script))
+        .routes(routes!(tasks::status))
+        .routes(routes!(tasks::active))
+        .routes(routes!(tasks::cancel));
+    let tasks = behind_key(tasks, &state).layer(axum::Extension(Arc::clone(&state.tasks)));
+    let admin = OpenApiRouter::default().routes(routes!(admin::tenants));
+    let admin = behind_key(admin, &state).with_state(Arc::clone(&state.tenants));
+    let published = openapi::Published::default();
+    let (router, document) = OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(health))
         .nest("/python", python)
         .nest("/api/python", high_level)
         .nest("/admin", admin)
+        .merge(tasks)
+        .merge(openapi::routes(published.clone()))
+        .split_for_parts();
+    published.publish(document);
+    router
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
@@ -124,8 +136,37 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(envelope::request_id))
 }
 
-async fn health() -> envelope::Data<serde_json::Value> {
-    envelope::Data(json!({ "status": "ok" }))
+/// Puts `router`'s routes behind the key check (`auth::authenticate`, as a route layer) and
+/// marks them so in the document: the key's security requirement and its refusals.
+fn behind_key<S>(router: OpenApiRouter<S>, state: &AppState) -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let mut router = router.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::authenticate,
+    ));
+    openapi::require_key(router.get_openapi_mut());
+    router
+}
+
+/// What `GET /health` answers.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok` while the server answers.
+    status: &'static str,
+}
+
+/// Whether the server is up.
+///
+/// Needs no key and is not rate limited.
+#[utoipa::path(
+    get,
+    path = "/health",
+    responses((status = 200, description = "The server is up", body = Envelope<Health>))
+)]
+async fn health() -> envelope::Data<Health> {
+    envelope::Data(Health { status: "ok" })
 }
 
 async fn no_route() -> ApiError {

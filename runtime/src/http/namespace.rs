@@ -8,8 +8,9 @@ use serde_json::value::RawValue;
 
 use super::auth::Caller;
 use super::body::JsonBody;
-use super::envelope::Data as Success;
+use super::envelope::{Data as Success, Envelope};
 use super::error::ApiError;
+use super::openapi::{BodyErrors, FunctionInfo, ToolErrors};
 use super::python::{
     AliasBody, Authed, CallData, call_result, check_depth, registry_error, run_op,
 };
@@ -19,27 +20,39 @@ use crate::registry::check_variable;
 /// The longest expression or code snippet accepted.
 pub const MAX_CODE_BYTES: usize = 256 << 10;
 
-#[derive(Deserialize)]
+/// A module variable of a tool (`getVariable`, `setVariable`).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VariableBody {
+    /// The tool's alias.
     alias: String,
+    /// A Python identifier that does not start with `__`.
     variable_name: String,
-    /// `Some` whenever the field is present, `null` included.
+    /// `setVariable`: the value (any JSON, `null` included; required). `getVariable`
+    /// refuses it.
+    // `Some` whenever the field is present, `null` included.
     #[serde(default, deserialize_with = "super::python::present")]
+    #[schema(value_type = Value)]
     value: Option<Box<RawValue>>,
 }
 
-#[derive(Deserialize)]
+/// An expression to evaluate in a tool.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvalBody {
+    /// The tool's alias.
     alias: String,
+    /// A Python expression, at most 256 KiB.
     expression: String,
 }
 
-#[derive(Deserialize)]
+/// Statements to run in a tool, or in the tenant's session interpreter.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InjectBody {
+    /// Python statements, at most 256 KiB.
     code_snippet: String,
+    /// The tool to run them in; without it, the tenant's session interpreter.
     #[serde(default)]
     alias: Option<String>,
 }
@@ -62,7 +75,8 @@ pub(super) fn checked_code(field: &str, text: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[derive(Serialize)]
+/// What `getVariable` and `setVariable` answer: the call's fields, with the names.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct VariableData {
     alias: String,
     variable_name: String,
@@ -70,7 +84,20 @@ pub struct VariableData {
     call: CallData,
 }
 
-/// `POST /python/getVariable {alias, variable_name}`: the variable's value as `result`.
+/// Read a module variable of a tool.
+///
+/// `POST /python/getVariable {alias, variable_name}`: the variable's value as `result`,
+/// converted as a call's result.
+#[utoipa::path(
+    post,
+    path = "/getVariable",
+    request_body = VariableBody,
+    responses(
+        (status = 200, description = "The variable's value", body = Envelope<VariableData>),
+        BodyErrors,
+        ToolErrors
+    )
+)]
 pub async fn get_variable(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<VariableBody>,
@@ -90,8 +117,20 @@ pub async fn get_variable(
     }))
 }
 
+/// Set a module variable of a tool.
+///
 /// `POST /python/setVariable {alias, variable_name, value}`: any JSON value, converted as
-/// call arguments are.
+/// call arguments are. Answers as `getVariable`, with `result: null`.
+#[utoipa::path(
+    post,
+    path = "/setVariable",
+    request_body = VariableBody,
+    responses(
+        (status = 200, description = "The variable is set", body = Envelope<VariableData>),
+        BodyErrors,
+        ToolErrors
+    )
+)]
 pub async fn set_variable(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<VariableBody>,
@@ -114,14 +153,29 @@ pub async fn set_variable(
     }))
 }
 
-#[derive(Serialize)]
+/// What `functions` answers.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct FunctionsData {
     alias: String,
+    /// The public functions the tool's script defines (not classes, not imported names).
+    #[schema(value_type = Vec<FunctionInfo>)]
     functions: Box<RawValue>,
 }
 
+/// List the public functions of a tool.
+///
 /// `POST /python/functions {alias}`: each public function defined by the tool, with its
 /// signature, parameters (name, kind, default, annotation) and docstring, from `inspect`.
+#[utoipa::path(
+    post,
+    path = "/functions",
+    request_body = AliasBody,
+    responses(
+        (status = 200, description = "The tool's functions", body = Envelope<FunctionsData>),
+        BodyErrors,
+        ToolErrors
+    )
+)]
 pub async fn functions(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<AliasBody>,
@@ -133,8 +187,20 @@ pub async fn functions(
     }))
 }
 
+/// Evaluate an expression in a tool.
+///
 /// `POST /python/eval {alias, expression}`: the expression's value, evaluated in the tool's
-/// namespace.
+/// namespace; answered as a call.
+#[utoipa::path(
+    post,
+    path = "/eval",
+    request_body = EvalBody,
+    responses(
+        (status = 200, description = "The expression's value as `result`", body = Envelope<CallData>),
+        BodyErrors,
+        ToolErrors
+    )
+)]
 pub async fn eval(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<EvalBody>,
@@ -148,10 +214,23 @@ pub async fn eval(
         .map(Success)
 }
 
+/// Run statements in a tool's namespace.
+///
 /// `POST /python/inject {code_snippet, alias?}`: statements executed in the tool's
 /// namespace (their effects stay, as the tool's own state). Without `alias` (the original's
 /// `__main__`), in the tenant's session interpreter: an empty namespace of its own that keeps
-/// what is defined in it (shared with `/api/python/execute` in `session` mode).
+/// what is defined in it (shared with `/api/python/execute` in `session` mode). Answered as
+/// a call with `result: null`.
+#[utoipa::path(
+    post,
+    path = "/inject",
+    request_body = InjectBody,
+    responses(
+        (status = 200, description = "The statements ran", body = Envelope<CallData>),
+        BodyErrors,
+        ToolErrors
+    )
+)]
 pub async fn inject(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<InjectBody>,

@@ -11,8 +11,9 @@ use serde_json::value::RawValue;
 
 use super::auth::Caller;
 use super::body::JsonBody;
-use super::envelope::Data as Success;
+use super::envelope::{Data as Success, Envelope};
 use super::error::ApiError;
+use super::openapi::{BodyErrors, ErrorEnvelope, ToolErrors};
 use super::python::{AliasBody, Authed, CallData, check_depth, json_kind, run_op};
 use crate::protocol::{self, ObjectRef, Op};
 use crate::registry::{check_alias, check_function};
@@ -57,19 +58,41 @@ fn arguments(
     ))
 }
 
-#[derive(Deserialize)]
+/// `createObject`'s body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
+    /// The tool's alias.
     alias: String,
+    /// A public class of the tool's script.
     class_name: String,
+    /// The live object's name (the alias grammar: 1 to 64 of `[A-Za-z0-9_.-]`).
     object_name: String,
+    /// Positional arguments for the constructor (a JSON array).
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Value>>)]
     args: Option<Box<RawValue>>,
+    /// Keyword arguments for the constructor (a JSON object).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     kwargs: Option<Box<RawValue>>,
 }
 
-/// `POST /python/createObject`: `object_name = class_name(*args, **kwargs)` in the tool.
+/// Create a live object in a tool.
+///
+/// `POST /python/createObject`: `object_name = class_name(*args, **kwargs)` in the tool,
+/// kept in its interpreter (at most 1,000 per tool); `result` is `{object_name, class_name}`.
+#[utoipa::path(
+    post,
+    path = "/createObject",
+    request_body = CreateBody,
+    responses(
+        (status = 200, description = "The object exists", body = Envelope<CallData>),
+        BodyErrors,
+        ToolErrors,
+        (status = 410, description = "`object_lost`: the named object was lost when the tool's instance was replaced; create it again", body = ErrorEnvelope)
+    )
+)]
 pub async fn create_object(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<CreateBody>,
@@ -87,22 +110,44 @@ pub async fn create_object(
     run_op(&tenant, &body.alias, &what, op).await.map(Success)
 }
 
-#[derive(Deserialize)]
+/// `callMethod`'s body: `object_name` or `class_name`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MethodBody {
+    /// The tool's alias.
     alias: String,
+    /// A live object (it wins when both are given).
     #[serde(default)]
     object_name: Option<String>,
+    /// A public class: a fresh instance for this request (the original's behaviour).
     #[serde(default)]
     class_name: Option<String>,
+    /// A public method name.
     method_name: String,
+    /// Positional arguments (a JSON array).
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Value>>)]
     args: Option<Box<RawValue>>,
+    /// Keyword arguments (a JSON object).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     kwargs: Option<Box<RawValue>>,
 }
 
-/// `POST /python/callMethod`.
+/// Call a method of a live object (or of a fresh instance of a class).
+///
+/// `POST /python/callMethod`: answered as a call.
+#[utoipa::path(
+    post,
+    path = "/callMethod",
+    request_body = MethodBody,
+    responses(
+        (status = 200, description = "The method returned", body = Envelope<CallData>),
+        BodyErrors,
+        ToolErrors,
+        (status = 410, description = "`object_lost`: the named object was lost when the tool's instance was replaced; create it again", body = ErrorEnvelope)
+    )
+)]
 pub async fn call_method(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<MethodBody>,
@@ -120,20 +165,41 @@ pub async fn call_method(
     run_op(&tenant, &body.alias, &what, op).await.map(Success)
 }
 
-#[derive(Deserialize)]
+/// An attribute of a live object or of a fresh instance (`getObjectAttribute`,
+/// `setObjectAttribute`): `object_name` or `class_name`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttributeBody {
+    /// The tool's alias.
     alias: String,
+    /// A live object (it wins when both are given).
     #[serde(default)]
     object_name: Option<String>,
+    /// A public class: a fresh instance for this request.
     #[serde(default)]
     class_name: Option<String>,
+    /// A public attribute name.
     attr_name: String,
+    /// `setObjectAttribute`: the value (any JSON; required). `getObjectAttribute` refuses it.
     #[serde(default, deserialize_with = "super::python::present")]
+    #[schema(value_type = Value)]
     value: Option<Box<RawValue>>,
 }
 
-/// `POST /python/getObjectAttribute`.
+/// Read an attribute of a live object.
+///
+/// `POST /python/getObjectAttribute`: the attribute's value as `result`.
+#[utoipa::path(
+    post,
+    path = "/getObjectAttribute",
+    request_body = AttributeBody,
+    responses(
+        (status = 200, description = "The attribute's value", body = Envelope<CallData>),
+        BodyErrors,
+        ToolErrors,
+        (status = 410, description = "`object_lost`: the named object was lost when the tool's instance was replaced; create it again", body = ErrorEnvelope)
+    )
+)]
 pub async fn get_attribute(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<AttributeBody>,
@@ -151,7 +217,21 @@ pub async fn get_attribute(
     run_op(&tenant, &body.alias, &what, op).await.map(Success)
 }
 
-/// `POST /python/setObjectAttribute`: any JSON value.
+/// Set an attribute of a live object.
+///
+/// `POST /python/setObjectAttribute`: any JSON value; answered as a call with
+/// `result: null`.
+#[utoipa::path(
+    post,
+    path = "/setObjectAttribute",
+    request_body = AttributeBody,
+    responses(
+        (status = 200, description = "The attribute is set", body = Envelope<CallData>),
+        BodyErrors,
+        ToolErrors,
+        (status = 410, description = "`object_lost`: the named object was lost when the tool's instance was replaced; create it again", body = ErrorEnvelope)
+    )
+)]
 pub async fn set_attribute(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<AttributeBody>,
@@ -171,22 +251,41 @@ pub async fn set_attribute(
     run_op(&tenant, &body.alias, &what, op).await.map(Success)
 }
 
-#[derive(Deserialize)]
+/// `manageObjectLifecycle`'s body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LifecycleBody {
+    /// The tool's alias.
     alias: String,
+    /// A live object.
     object_name: String,
+    /// `true` deletes the object now; `false` keeps it (it must exist).
     auto_cleanup: bool,
 }
 
-#[derive(Serialize)]
+/// What `manageObjectLifecycle` answers.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct LifecycleData {
     object_name: String,
+    /// Whether the object was deleted.
     deleted: bool,
 }
 
+/// Delete or keep a live object.
+///
 /// `POST /python/manageObjectLifecycle {alias, object_name, auto_cleanup}`: `true` deletes
 /// the object now; `false` keeps it (it must exist).
+#[utoipa::path(
+    post,
+    path = "/manageObjectLifecycle",
+    request_body = LifecycleBody,
+    responses(
+        (status = 200, description = "Done", body = Envelope<LifecycleData>),
+        BodyErrors,
+        ToolErrors,
+        (status = 410, description = "`object_lost`: the named object was lost when the tool's instance was replaced; create it again", body = ErrorEnvelope)
+    )
+)]
 pub async fn lifecycle(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<LifecycleBody>,
@@ -213,19 +312,34 @@ pub async fn lifecycle(
     }))
 }
 
-#[derive(Deserialize, Serialize)]
+/// A live object of a tool.
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
 struct ObjectEntry {
     object_name: String,
     class_name: String,
 }
 
-#[derive(Serialize)]
+/// What `listObjects` answers.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ObjectsData {
     alias: String,
+    #[schema(value_type = Vec<ObjectEntry>)]
     objects: Box<RawValue>,
 }
 
+/// List a tool's live objects.
+///
 /// `POST /python/listObjects {alias}`: the tool's live objects, `[{object_name, class_name}]`.
+#[utoipa::path(
+    post,
+    path = "/listObjects",
+    request_body = AliasBody,
+    responses(
+        (status = 200, description = "The tool's live objects", body = Envelope<ObjectsData>),
+        BodyErrors,
+        ToolErrors
+    )
+)]
 pub async fn list_objects(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<AliasBody>,

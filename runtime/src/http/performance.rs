@@ -11,44 +11,70 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::body::OptionalJsonBody;
-use super::envelope::Data as Success;
+use super::envelope::{Data as Success, Envelope};
 use super::error::ApiError;
+use super::openapi::{BodyErrors, CacheStatsSchema};
 use super::python::Authed;
 use crate::registry::{CacheStats, MAX_TTL};
 
-#[derive(Deserialize, Default)]
+/// `configurePerformance`'s body (optional): absent fields keep their setting.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PerformanceBody {
+    /// Turns the tenant's result cache for `/python/call` on or off (pure functions only).
     #[serde(default)]
     enable_caching: Option<bool>,
+    /// How long a cached result is served, in seconds (1 to 86400; 60 by default).
     #[serde(default)]
     cache_ttl_s: Option<u64>,
+    /// Accepted, not applicable (`applied: false`): 1 to 1024.
     #[serde(default)]
     thread_pool_size: Option<u32>,
+    /// Accepted, not applicable (`applied: false`).
     #[serde(default)]
     enable_threading: Option<bool>,
+    /// Accepted, not applicable (`applied: false`).
     #[serde(default)]
     enable_gil_optimization: Option<bool>,
 }
 
 /// How one field was taken.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Setting {
+    /// The value sent.
+    #[schema(value_type = Value)]
     value: serde_json::Value,
+    /// Whether it changed anything.
     applied: bool,
     /// What it drives, or why nothing.
     meaning: String,
 }
 
-#[derive(Serialize)]
+/// What `configurePerformance` answers.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct PerformanceData {
+    /// The result cache, after the change.
+    #[schema(value_type = CacheStatsSchema)]
     cache: CacheStats,
+    /// Each field sent, by name.
+    #[schema(value_type = std::collections::BTreeMap<String, Setting>)]
     settings: std::collections::BTreeMap<&'static str, Setting>,
 }
 
+/// Configure the result cache (and report the switches that have no meaning here).
+///
 /// `POST /python/configurePerformance {enable_caching?, cache_ttl_s?, thread_pool_size?,
 /// enable_threading?, enable_gil_optimization?}`: absent fields keep their setting; an
 /// empty body only reports.
+#[utoipa::path(
+    post,
+    path = "/configurePerformance",
+    request_body(content = Option<PerformanceBody>, description = "Optional: an empty body only reports"),
+    responses(
+        (status = 200, description = "The settings taken, and the cache", body = Envelope<PerformanceData>),
+        BodyErrors
+    )
+)]
 pub async fn configure(
     Extension(Caller(tenant)): Authed,
     OptionalJsonBody(body): OptionalJsonBody<PerformanceBody>,

@@ -10,8 +10,12 @@ use serde_json::value::RawValue;
 use super::audit;
 use super::auth::Caller;
 use super::body::JsonBody;
-use super::envelope::Data as Success;
+use super::envelope::{Data as Success, Envelope};
 use super::error::ApiError;
+use super::openapi::{
+    BodyErrors, ErrorBody, ErrorEnvelope, LimitOverridesSchema, LoadErrors, ToolErrors,
+    ToolInfoSchema,
+};
 use crate::protocol::{self, GuestError, GuestErrorKind};
 use crate::registry::{CallReport, RegistryError, ToolInfo};
 use crate::sandbox::{Fault, LimitOverrides, Outcome};
@@ -19,31 +23,62 @@ use crate::tenants::ErrorStrategy;
 
 pub type Authed = Extension<Caller>;
 
-#[derive(Deserialize)]
+/// `load`'s body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoadBody {
+    /// A Python module name in the tenant's scripts folder: an identifier (`my_tool` is
+    /// `my_tool.py` or `my_tool/__init__.py`), no paths or dots.
     script_name: String,
+    /// The name to call the tool by: 1 to 64 of `[A-Za-z0-9_.-]`, not starting with `.`.
     alias: String,
+    /// Limits to lower for this tool; absent ones get the tenant's defaults.
     #[serde(default)]
+    #[schema(value_type = Option<LimitOverridesSchema>)]
     limits: Option<LimitOverrides>,
 }
 
-#[derive(Deserialize)]
+/// A body naming one of the caller's tools.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AliasBody {
+    /// The tool's alias.
     pub(super) alias: String,
 }
 
-#[derive(Deserialize)]
+/// A call: a function of a tool and its arguments.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CallBody {
+    /// The tool's alias.
     pub(super) alias: String,
+    /// A public function of the tool's script (an identifier not starting with `_`).
     pub(super) function_name: String,
+    /// Positional arguments (a JSON array, converted by the conversion table; nested at
+    /// most 64 levels).
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Value>>)]
     pub(super) args: Option<Box<RawValue>>,
+    /// Keyword arguments (a JSON object).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub(super) kwargs: Option<Box<RawValue>>,
 }
+
+/// Load a script as a tool under an alias.
+///
+/// Starts a sandboxed instance of the tenant's script under the tenant's limits (lowered by
+/// `limits`). The import runs under the start budget.
+#[utoipa::path(
+    post,
+    path = "/load",
+    request_body = LoadBody,
+    responses(
+        (status = 200, description = "The tool is loaded", body = Envelope<ToolInfoSchema>),
+        BodyErrors,
+        LoadErrors
+    )
+)]
 
 pub async fn load(
     Extension(Caller(tenant)): Authed,
@@ -59,18 +94,57 @@ pub async fn load(
     Ok(Success(info))
 }
 
+/// What `unload` answers.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Unloaded {
+    alias: String,
+    /// Always `true`.
+    unloaded: bool,
+}
+
+/// Unload a tool.
+///
+/// The instance is dropped at once; a call running or queued for the tool is answered
+/// `tool_unloaded`.
+#[utoipa::path(
+    post,
+    path = "/unload",
+    request_body = AliasBody,
+    responses(
+        (status = 200, description = "The tool is unloaded", body = Envelope<Unloaded>),
+        BodyErrors,
+        (status = 404, description = "`not_found`: no tool of the caller under that alias", body = ErrorEnvelope)
+    )
+)]
 pub async fn unload(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<AliasBody>,
-) -> Result<Success<serde_json::Value>, ApiError> {
+) -> Result<Success<Unloaded>, ApiError> {
     tenant
         .registry
         .unload(&body.alias)
         .map_err(|err| registry_error(&tenant.id, err))?;
     audit::tool_event(&tenant.id, "tool_unloaded", &body.alias);
-    Ok(Success(json!({ "alias": body.alias, "unloaded": true })))
+    Ok(Success(Unloaded {
+        alias: body.alias,
+        unloaded: true,
+    }))
 }
 
+/// Reload a tool.
+///
+/// Re-imports the script in a fresh instance, so module state starts over. If the new
+/// import fails, the old instance stays.
+#[utoipa::path(
+    post,
+    path = "/reload",
+    request_body = AliasBody,
+    responses(
+        (status = 200, description = "The tool is reloaded", body = Envelope<ToolInfoSchema>),
+        BodyErrors,
+        LoadErrors
+    )
+)]
 pub async fn reload(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<AliasBody>,
@@ -84,13 +158,21 @@ pub async fn reload(
     Ok(Success(info))
 }
 
-#[derive(Serialize)]
+/// What `list` answers.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ListData {
     /// Aliases, as the original API returned them.
     scripts: Vec<String>,
+    #[schema(value_type = Vec<ToolInfoSchema>)]
     tools: Vec<ToolInfo>,
 }
 
+/// List the caller's tools.
+#[utoipa::path(
+    get,
+    path = "/list",
+    responses((status = 200, description = "The caller's tools", body = Envelope<ListData>))
+)]
 pub async fn list(Extension(Caller(tenant)): Authed) -> Success<ListData> {
     let tools = tenant.registry.list();
     Success(ListData {
@@ -99,19 +181,30 @@ pub async fn list(Extension(Caller(tenant)): Authed) -> Success<ListData> {
     })
 }
 
-#[derive(Serialize)]
+/// A call's answer (also what `eval`, `inject`, the object routes and the fresh-sandbox
+/// routes answer).
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct CallData {
+    /// The return value, converted by the conversion table.
+    #[schema(value_type = Value)]
     pub(super) result: Box<RawValue>,
+    /// What the call printed.
     pub(super) stdout: String,
     pub(super) stderr: String,
+    /// Fuel the call used (0 for a cached answer).
     fuel_used: u64,
+    /// Time the call ran in the sandbox, in milliseconds.
     elapsed_ms: f64,
+    /// Whether the tool's instance was replaced (its module state started over).
     state_reset: bool,
     /// Set when the `return_default` strategy turned an error into a `null` result.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<ErrorBody>)]
     warning: Option<serde_json::Value>,
-    /// What tracing recorded (enableDebug, setBreakpoint), when it is on for the tool.
+    /// What tracing recorded (enableDebug, setBreakpoint), when it is on for the tool:
+    /// `{lines: [[function, line]...], breakpoints: [{line, function, locals}...], truncated}`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     debug: Option<Box<RawValue>>,
     /// The answer came from the result cache (configurePerformance); the tool did not run.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -197,6 +290,20 @@ pub(super) fn checked_call(
     Ok((body.alias, body.function_name, args, kwargs))
 }
 
+/// Call a function of a tool.
+///
+/// Arguments go in `args` and `kwargs`; the result comes back converted by the conversion
+/// table. The tool's error strategy applies to the call's own failures.
+#[utoipa::path(
+    post,
+    path = "/call",
+    request_body = CallBody,
+    responses(
+        (status = 200, description = "The function returned", body = Envelope<CallData>),
+        BodyErrors,
+        ToolErrors
+    )
+)]
 pub async fn call(
     Extension(Caller(tenant)): Authed,
     JsonBody(body): JsonBody<CallBody>,

@@ -106,6 +106,15 @@ pub enum Op {
     Run { code: String, args: Box<RawValue> },
     /// Runs a script file (a host-checked guest path) as `__main__` with `sys.argv`.
     RunFile { path: String, argv: Vec<String> },
+    /// A task's script step: `code` (as `Run`) or the script file at `path` (as `RunFile`,
+    /// its variable `result`), with `args` and `inputs` bound and `imports` imported first.
+    Step {
+        code: Option<String>,
+        path: Option<String>,
+        args: Box<RawValue>,
+        inputs: Box<RawValue>,
+        imports: Vec<String>,
+    },
 }
 
 /// The module name that makes the driver start with an empty namespace instead of a script

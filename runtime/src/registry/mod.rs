@@ -485,6 +485,18 @@ impl Registry {
         self.run_job(alias, op, cancel, None).await
     }
 
+    /// Runs `op` in `alias` for a task step: the deadline lowered to `within`, and stopped
+    /// (the instance replaced) when `cancel` fires.
+    pub async fn run_step(
+        &self,
+        alias: &str,
+        op: Op,
+        within: Option<std::time::Duration>,
+        cancel: oneshot::Receiver<()>,
+    ) -> Result<CallReport, RegistryError> {
+        self.run_job(alias, op, Some(cancel), within).await
+    }
+
     /// Runs `op` in the owner's session interpreter (an empty namespace that keeps what is
     /// defined in it), started on first use under the owner's default limits; `within`
     /// lowers the deadline for this request. It takes one of the owner's tool slots, is not

@@ -45,6 +45,9 @@ pub struct Tenant {
     pub strategies: Strategies,
     /// The tenant's log folder (`executeWithLogging`'s `log_file`).
     pub log_dir: std::path::PathBuf,
+    /// Task quotas: running at once, and kept.
+    pub max_running_tasks: usize,
+    pub max_tasks: usize,
     rate: DefaultDirectRateLimiter,
 }
 
@@ -58,6 +61,16 @@ impl Tenant {
 
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
+    }
+
+    /// The tenant as the owner of tasks.
+    pub fn task_owner(&self) -> crate::tasks::Owner {
+        crate::tasks::Owner {
+            id: self.id.clone(),
+            registry: Arc::clone(&self.registry),
+            max_running: self.max_running_tasks,
+            max_stored: self.max_tasks,
+        }
     }
 }
 
@@ -259,6 +272,8 @@ fn make_tenant(
         jobs: Jobs::new(quotas.max_jobs, Duration::from_secs(quotas.job_ttl_s)),
         strategies: Strategies::default(),
         log_dir: parts.config.data_dir.join("logs").join(id),
+        max_running_tasks: quotas.max_running_tasks,
+        max_tasks: quotas.max_tasks,
         rate: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
     })
 }

@@ -1,0 +1,261 @@
+//! Tasks: workflows of steps (tool calls, scripts in fresh sandboxes, custom kinds) run in
+//! dependency order, with timeouts that stop guests, retries, cancellation, and a durable
+//! history that survives a crash.
+//!
+//! * [`spec`] — the submitted task, validated at submit (ids, references, cycles, bounds).
+//! * [`kinds`] — the [`Task`] trait for step kinds, and the built-in `call` and `script`.
+//! * [`runner`] — runs one task.
+//! * [`store`] — SQLite: tasks, steps and every state change.
+//!
+//! Tasks belong to an owner (a tenant) and are only visible to it; each owner has a quota of
+//! running and of stored tasks. The module knows registries, not tenants.
+
+pub mod kinds;
+pub mod runner;
+pub mod spec;
+pub mod store;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use kinds::{Kinds, StepContext, StepFuture, Task};
+use runner::{Done, RunContext};
+pub use spec::{SpecError, TaskSpec};
+use store::Store;
+pub use store::{TaskRecord, TaskSummary};
+
+use crate::registry::Registry;
+
+/// Whose task, with what quotas.
+#[derive(Clone)]
+pub struct Owner {
+    pub id: String,
+    pub registry: Arc<Registry>,
+    /// Tasks running at once.
+    pub max_running: usize,
+    /// Tasks kept in the store, finished ones included.
+    pub max_stored: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("{0}")]
+    Spec(#[from] SpecError),
+    #[error("no task with that id")]
+    NotFound,
+    #[error("the owner already keeps {0} tasks; delete finished ones first")]
+    TooManyStored(usize),
+    #[error("the owner already runs {0} tasks")]
+    TooManyRunning(usize),
+    #[error("the task is {0}; only a task that did not succeed and is not running can be resumed")]
+    NotResumable(String),
+    #[error("the task already finished ({0})")]
+    Finished(String),
+    #[error("the task store failed")]
+    Store(#[from] rusqlite::Error),
+}
+
+struct Running {
+    owner: String,
+    cancel: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+/// The server's tasks.
+pub struct Service {
+    store: Arc<Store>,
+    kinds: Kinds,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+/// How long a cancel waits for the task's steps to stop and its states to be written.
+const CANCEL_WAIT: Duration = Duration::from_secs(10);
+
+impl Service {
+    /// Opens the store in `data_dir`, marking tasks a previous process left running as
+    /// `interrupted`.
+    pub fn open(data_dir: &Path, kinds: Kinds) -> anyhow::Result<Arc<Self>> {
+        let store = Store::open(&data_dir.join("tasks.db"))?;
+        let interrupted = store.recover()?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "tasks left running by the previous process are marked interrupted"
+            );
+        }
+        Ok(Arc::new(Self {
+            store: Arc::new(store),
+            kinds,
+            running: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn kinds(&self) -> &Kinds {
+        &self.kinds
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn running_for(&self, owner: &str) -> usize {
+        self.running().values().filter(|r| r.owner == owner).count()
+    }
+
+    /// Validates and starts a task (its JSON text); its id.
+    pub fn submit(self: &Arc<Self>, owner: &Owner, text: &str) -> Result<String, TaskError> {
+        let spec = TaskSpec::parse(text, &self.kinds)?;
+        if self.store.count(&owner.id)? >= owner.max_stored {
+            return Err(TaskError::TooManyStored(owner.max_stored));
+        }
+        if self.running_for(&owner.id) >= owner.max_running {
+            return Err(TaskError::TooManyRunning(owner.max_running));
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let steps: Vec<(&str, &str)> = spec
+            .steps
+            .iter()
+            .map(|s| (s.id.as_str(), s.kind.as_str()))
+            .collect();
+        self.store
+            .insert(&id, &owner.id, &spec.name, text, &steps)?;
+        self.start(owner, id.clone(), spec, HashMap::new());
+        Ok(id)
+    }
+
+    fn start(
+        self: &Arc<Self>,
+        owner: &Owner,
+        id: String,
+        spec: TaskSpec,
+        done: HashMap<String, Done>,
+    ) {
+        let (cancel, cancelled) = oneshot::channel();
+        let ctx = Arc::new(RunContext {
+            store: Arc::clone(&self.store),
+            kinds: self.kinds.clone(),
+            registry: Arc::clone(&owner.registry),
+        });
+        // Hold the table while spawning, so the task cannot finish (and remove itself)
+        // before it is entered.
+        let mut running = self.running();
+        let service = Arc::clone(self);
+        let task_id = id.clone();
+        let handle = tokio::spawn(async move {
+            runner::run(ctx, task_id.clone(), spec, done, cancelled).await;
+            service.running().remove(&task_id);
+        });
+        running.insert(
+            id,
+            Running {
+                owner: owner.id.clone(),
+                cancel: Some(cancel),
+                handle: Some(handle),
+            },
+        );
+    }
+
+    /// The owner's task with its steps and history.
+    pub fn get(&self, owner: &str, id: &str) -> Result<TaskRecord, TaskError> {
+        self.store.get(owner, id)?.ok_or(TaskError::NotFound)
+    }
+
+    /// The owner's tasks, newest first.
+    pub fn list(
+        &self,
+        owner: &str,
+        status: Option<&str>,
+        limit: usize,
+        cursor: Option<i64>,
+    ) -> Result<(Vec<TaskSummary>, Option<i64>), TaskError> {
+        Ok(self.store.list(owner, status, limit, cursor)?)
+    }
+
+    /// The owner's running tasks.
+    pub fn active(&self, owner: &str) -> Result<Vec<TaskSummary>, TaskError> {
+        let ids: Vec<String> = self
+            .running()
+            .iter()
+            .filter(|(_, r)| r.owner == owner)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut tasks = Vec::new();
+        for id in ids {
+            if let Some(record) = self.store.get(owner, &id)? {
+                tasks.push(record.summary);
+            }
+        }
+        tasks.sort_by(|a, b| a.created_at.total_cmp(&b.created_at));
+        Ok(tasks)
+    }
+
+    /// Cancels the owner's running task, stopping its steps, and waits until its states are
+    /// written. The task as it ended.
+    pub async fn cancel(&self, owner: &str, id: &str) -> Result<TaskRecord, TaskError> {
+        let (cancel, handle) = {
+            let mut running = self.running();
+            match running.get_mut(id) {
+                Some(r) if r.owner == owner => (r.cancel.take(), r.handle.take()),
+                _ => {
+                    let record = self.get(owner, id)?;
+                    return Err(TaskError::Finished(record.summary.status));
+                }
+            }
+        };
+        if let Some(cancel) = cancel {
+            let _ = cancel.send(());
+        }
+        if let Some(handle) = handle {
+            let _ = tokio::time::timeout(CANCEL_WAIT, handle).await;
+        }
+        self.get(owner, id)
+    }
+
+    /// Deletes the owner's finished task and its history (a running one is refused: cancel
+    /// it first).
+    pub fn delete(&self, owner: &str, id: &str) -> Result<(), TaskError> {
+        if self.running().get(id).is_some_and(|r| r.owner == owner) {
+            return Err(TaskError::NotResumable("running".into()));
+        }
+        if self.store.delete(owner, id)? {
+            Ok(())
+        } else {
+            Err(TaskError::NotFound)
+        }
+    }
+
+    /// Runs a task again that did not succeed (interrupted by a crash, failed, cancelled,
+    /// timed out); steps that succeeded keep their results and are not run again.
+    pub fn resume(self: &Arc<Self>, owner: &Owner, id: &str) -> Result<TaskRecord, TaskError> {
+        let record = self.get(&owner.id, id)?;
+        let status = record.summary.status.as_str();
+        if status == "succeeded" || status == "pending" || status == "running" {
+            return Err(TaskError::NotResumable(status.to_owned()));
+        }
+        if self.running().contains_key(id) {
+            return Err(TaskError::NotResumable("running".into()));
+        }
+        if self.running_for(&owner.id) >= owner.max_running {
+            return Err(TaskError::TooManyRunning(owner.max_running));
+        }
+        let spec = TaskSpec::parse(&record.spec, &self.kinds)?;
+        let mut done = HashMap::new();
+        for step in &record.steps {
+            if step.status == "succeeded" {
+                let result = step.result.clone().unwrap_or_else(crate::protocol::null);
+                done.insert(step.id.clone(), Done::Succeeded(result));
+            } else {
+                self.store
+                    .set_step(id, &step.id, "pending", step.attempts, None, None)?;
+            }
+        }
+        self.store.set_task(id, "pending", None)?;
+        self.start(owner, id.to_owned(), spec, done);
+        self.get(&owner.id, id)
+    }
+}
