@@ -170,6 +170,9 @@ pub struct Quotas {
     pub max_running_tasks: usize,
     /// Tasks kept in the task store, finished ones included; past it 429 `too_many_tasks`.
     pub max_tasks: usize,
+    /// Bytes of step results the tenant's kept tasks may hold; past it new tasks and resumes
+    /// get 429 `too_many_tasks` until finished ones are deleted.
+    pub task_store_bytes: u64,
 }
 
 impl Default for Quotas {
@@ -187,6 +190,7 @@ impl Default for Quotas {
             job_ttl_s: 600,
             max_running_tasks: 8,
             max_tasks: 10_000,
+            task_store_bytes: 256 << 20,
         }
     }
 }

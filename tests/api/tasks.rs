@@ -500,3 +500,83 @@ async fn a_custom_step_kind_runs_beside_the_builtin_ones() {
             .contains("exactly one input")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_quotas_are_obeyed_and_enforced() {
+    let server = TestServer::start_with(|c| {
+        c.quotas.max_running_tasks = 1;
+        c.quotas.max_tasks = 3;
+        c.quotas.task_store_bytes = 100;
+    })
+    .await;
+    let sleeper = json!({"name": "s", "steps": [{"id": "s", "kind": "script", "code": "import time\ntime.sleep(30)"}]});
+    let quick =
+        |code: &str| json!({"name": "q", "steps": [{"id": "q", "kind": "script", "code": code}]});
+    // one running at a time
+    let long = submit(&server, sleeper.clone()).await;
+    let (status, body) = server.post("/tasks", quick("1")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(code(&body), "too_many_tasks");
+    server
+        .request(reqwest::Method::DELETE, &format!("/tasks/{long}"))
+        .send()
+        .await
+        .expect("cancel");
+    // three kept at most (the cancelled one counts until deleted)
+    let first = submit(&server, quick("1")).await;
+    finished(&server, &first).await;
+    let second = submit(&server, quick("'x' * 150")).await;
+    finished(&server, &second).await;
+    let (status, body) = server.post("/tasks", quick("1")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    // deleting frees room, but the 150-byte result is over the 100-byte store quota
+    server
+        .request(reqwest::Method::DELETE, &format!("/tasks/{long}"))
+        .send()
+        .await
+        .expect("delete");
+    let (status, body) = server.post("/tasks", quick("1")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("bytes of results"),
+        "{body}"
+    );
+    server
+        .request(reqwest::Method::DELETE, &format!("/tasks/{second}"))
+        .send()
+        .await
+        .expect("delete");
+    let third = submit(&server, quick("2")).await;
+    assert_eq!(finished(&server, &third).await["status"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_cancelled_while_queued_leaves_the_tool_alone() {
+    let server = TestServer::start().await;
+    server.load("task_fixture", "a").await;
+    // keep the tool busy for 2 s
+    let (status, _) = server
+        .post(
+            "/python/callAsync",
+            json!({"alias": "a", "function_name": "nap", "args": [2]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // a step queued behind it gives up (300 ms + the runner's grace) before it ever runs
+    let mut queued = call("queued", "a", "double", json!([1]));
+    queued["timeout_ms"] = json!(300);
+    let id = submit(&server, json!({"name": "q", "steps": [queued]})).await;
+    let task = finished(&server, &id).await;
+    assert_eq!(task["status"], "failed", "{task}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // the job it left in the queue was skipped: the tool's instance was never replaced
+    let (_, body) = server.get("/python/list").await;
+    assert_eq!(body["data"]["tools"][0]["resets"], 0, "{body}");
+    let data = server.call_ok("a", "double", json!([4])).await;
+    assert_eq!(data["result"], 8);
+    assert_eq!(data["state_reset"], false);
+}

@@ -29,7 +29,7 @@ fn task_error(err: TaskError) -> ApiError {
     match err {
         TaskError::Spec(err) => ApiError::bad_request(err.0),
         TaskError::NotFound => ApiError::not_found("no task of the caller with that id"),
-        TaskError::TooManyStored(_) | TaskError::TooManyRunning(_) => {
+        TaskError::TooManyStored(_) | TaskError::TooManyRunning(_) | TaskError::StoreFull(_) => {
             let mut api = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_tasks",

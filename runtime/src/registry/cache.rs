@@ -1,12 +1,15 @@
 //! Result caching for an owner's calls (`configurePerformance {enable_caching}`): off by
 //! default, and meant for pure functions.
 //!
-//! The key is a BLAKE3 hash of the alias, the function, the arguments' canonical text (the
+//! The key is a BLAKE3 hash of the alias and its load (a random id per load, so nothing
+//! cached for an earlier load of the alias can answer a later one), the function, the
+//! arguments' canonical text (the
 //! JSON without insignificant whitespace: equal text means equal values, so a hit is always
 //! right; the same value written differently, say with keys in another order, only misses)
 //! and the hash of the tool's script as loaded. Only successful calls are kept, with their
 //! output. A tool's entries are dropped when it is reloaded, unloaded or replaced, and on
-//! `setVariable` or `inject` into it. Entries expire after the TTL; the cache holds at most
+//! any request into it other than a call or a read (`setVariable`, `inject`, `eval`, object
+//! requests, ...). Entries expire after the TTL; the cache holds at most
 //! [`MAX_ENTRIES`] entries and [`MAX_BYTES`] bytes, dropping the oldest first.
 
 use std::collections::{HashMap, VecDeque};
@@ -70,9 +73,17 @@ pub struct ResultCache {
     state: Mutex<State>,
 }
 
-/// The key of a call.
-pub fn key(alias: &str, function: &str, args: &RawValue, kwargs: &RawValue, script: &Key) -> Key {
+/// The key of a call to the load `load_id` of `alias`.
+pub fn key(
+    alias: &str,
+    load_id: u64,
+    function: &str,
+    args: &RawValue,
+    kwargs: &RawValue,
+    script: &Key,
+) -> Key {
     let mut hasher = blake3::Hasher::new();
+    hasher.update(&load_id.to_le_bytes());
     for part in [alias, function] {
         hasher.update(&(part.len() as u64).to_le_bytes());
         hasher.update(part.as_bytes());
@@ -230,7 +241,7 @@ mod tests {
     #[test]
     fn keys_tell_arguments_apart_and_ignore_whitespace() {
         let script = [0u8; 32];
-        let k = |args: &str| key("a", "f", &raw(args), &raw("{}"), &script);
+        let k = |args: &str| key("a", 1, "f", &raw(args), &raw("{}"), &script);
         assert_eq!(k("[1, 2]"), k("[1,2]"));
         assert_ne!(k("[1,2]"), k("[2,1]"));
         assert_ne!(k(r#"["a b"]"#), k(r#"["ab"]"#));
@@ -239,13 +250,17 @@ mod tests {
             k("[123456789012345678901234567891]")
         );
         assert_ne!(
-            key("a", "f", &raw("[]"), &raw("{}"), &script),
-            key("a", "f", &raw("[]"), &raw("{}"), &[1u8; 32])
+            key("a", 1, "f", &raw("[]"), &raw("{}"), &script),
+            key("a", 1, "f", &raw("[]"), &raw("{}"), &[1u8; 32])
+        );
+        assert_ne!(
+            key("a", 1, "f", &raw("[]"), &raw("{}"), &script),
+            key("a", 2, "f", &raw("[]"), &raw("{}"), &script)
         );
         // no ambiguity between the parts
         assert_ne!(
-            key("ab", "c", &raw("[]"), &raw("{}"), &script),
-            key("a", "bc", &raw("[]"), &raw("{}"), &script)
+            key("ab", 1, "c", &raw("[]"), &raw("{}"), &script),
+            key("a", 1, "bc", &raw("[]"), &raw("{}"), &script)
         );
     }
 

@@ -301,7 +301,10 @@ impl Registry {
                 limits,
                 mounts,
                 instance: Some(instance),
-                stats: Arc::default(),
+                stats: Arc::new(Stats {
+                    load_id: uuid::Uuid::new_v4().as_u64_pair().0,
+                    ..Stats::default()
+                }),
                 objects: HashSet::new(),
                 lost: HashSet::new(),
                 last_used: std::time::Instant::now(),
@@ -438,7 +441,7 @@ impl Registry {
         if self.cache.enabled() {
             let tool = self.get(alias)?;
             let script = *lock(&tool.script_hash);
-            let key = cache::key(alias, function, &args, &kwargs, &script);
+            let key = cache::key(alias, tool.stats.load_id, function, &args, &kwargs, &script);
             if let Some(hit) = self.cache.get(&key) {
                 return Ok(CallReport {
                     outcome: Outcome::Answered {
@@ -844,6 +847,9 @@ enum Job {
 struct Stats {
     calls: AtomicU64,
     resets: AtomicU64,
+    /// Random per load: part of every cache key, so nothing one load of an alias cached
+    /// can ever answer a call to a later load of it.
+    load_id: u64,
 }
 
 /// One loaded tool: its actor and queue.
@@ -995,6 +1001,20 @@ impl Actor {
         {
             return Err(RegistryError::ObjectLost(name.to_owned()));
         }
+        let mut cancel = cancel;
+        if let Some(receiver) = cancel.as_mut()
+            && receiver.try_recv().is_ok()
+        {
+            // Cancelled while it waited in the queue: it never ran, so the tool is untouched.
+            return Ok(CallReport {
+                outcome: Outcome::Faulted {
+                    fault: Fault::Cancelled,
+                    elapsed: std::time::Duration::ZERO,
+                },
+                state_reset: false,
+                cached: false,
+            });
+        }
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let mut state_reset = false;
         if self.instance.is_none() {
@@ -1071,7 +1091,18 @@ impl Actor {
         let Some(registry) = self.owner.upgrade() else {
             return;
         };
-        if state_reset || matches!(op, Op::SetVariable { .. } | Op::Exec { .. }) {
+        // Anything but a call or a read may change what the tool's functions see.
+        let reads = matches!(
+            op,
+            Op::Call { .. }
+                | Op::GetVariable { .. }
+                | Op::Functions
+                | Op::Exports
+                | Op::ListObjects
+                | Op::MemoryStats
+                | Op::Collect
+        );
+        if state_reset || !reads {
             registry.cache.invalidate(&self.alias);
         }
         if let (
@@ -1092,7 +1123,14 @@ impl Actor {
             && registry.cache.enabled()
         {
             let script = *lock(&self.script_hash);
-            let key = cache::key(&self.alias, function, args, kwargs, &script);
+            let key = cache::key(
+                &self.alias,
+                self.stats.load_id,
+                function,
+                args,
+                kwargs,
+                &script,
+            );
             let hit = cache::Hit {
                 result: result.clone(),
                 stdout: stdout.clone(),

@@ -40,6 +40,8 @@ pub struct Owner {
     pub max_running: usize,
     /// Tasks kept in the store, finished ones included.
     pub max_stored: usize,
+    /// Bytes of step results the owner's kept tasks may hold.
+    pub max_stored_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,8 @@ pub enum TaskError {
     NotFound,
     #[error("the owner already keeps {0} tasks; delete finished ones first")]
     TooManyStored(usize),
+    #[error("the owner's kept tasks already hold {0} bytes of results; delete finished ones first")]
+    StoreFull(u64),
     #[error("the owner already runs {0} tasks")]
     TooManyRunning(usize),
     #[error("the task is {0}; only a task that did not succeed and is not running can be resumed")]
@@ -62,6 +66,8 @@ pub enum TaskError {
 
 struct Running {
     owner: String,
+    /// Which start this entry belongs to: a runner removes its own entry only.
+    generation: u64,
     cancel: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<()>>,
 }
@@ -71,6 +77,22 @@ pub struct Service {
     store: Arc<Store>,
     kinds: Kinds,
     running: Mutex<HashMap<String, Running>>,
+    generations: std::sync::atomic::AtomicU64,
+}
+
+/// A running-table entry made by [`Service::reserve`], removed on drop unless started.
+struct Reservation<'a> {
+    service: &'a Service,
+    id: Option<String>,
+    generation: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.service.leave(&id, self.generation);
+        }
+    }
 }
 
 /// How long a cancel waits for the task's steps to stop and its states to be written.
@@ -92,6 +114,7 @@ impl Service {
             store: Arc::new(store),
             kinds,
             running: Mutex::new(HashMap::new()),
+            generations: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -103,8 +126,50 @@ impl Service {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn running_for(&self, owner: &str) -> usize {
-        self.running().values().filter(|r| r.owner == owner).count()
+    /// Enters task `id` in the running table, if it is not running and the owner is under
+    /// its quota, in one hold of the lock (so two requests cannot both pass the checks). The
+    /// entry is removed again if the reservation is dropped unstarted.
+    fn reserve<'a>(&'a self, owner: &Owner, id: &str) -> Result<Reservation<'a>, TaskError> {
+        let mut running = self.running();
+        if running.contains_key(id) {
+            return Err(TaskError::NotResumable("running".into()));
+        }
+        if running.values().filter(|r| r.owner == owner.id).count() >= owner.max_running {
+            return Err(TaskError::TooManyRunning(owner.max_running));
+        }
+        let generation = self
+            .generations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        running.insert(
+            id.to_owned(),
+            Running {
+                owner: owner.id.clone(),
+                generation,
+                cancel: None,
+                handle: None,
+            },
+        );
+        Ok(Reservation {
+            service: self,
+            id: Some(id.to_owned()),
+            generation,
+        })
+    }
+
+    /// Refuses new work while the owner's kept results are over its byte quota.
+    fn check_bytes(&self, owner: &Owner) -> Result<(), TaskError> {
+        if self.store.result_bytes(&owner.id)? >= owner.max_stored_bytes {
+            return Err(TaskError::StoreFull(owner.max_stored_bytes));
+        }
+        Ok(())
+    }
+
+    /// Removes `id`'s entry if it is still the one of `generation`.
+    fn leave(&self, id: &str, generation: u64) {
+        let mut running = self.running();
+        if running.get(id).is_some_and(|r| r.generation == generation) {
+            running.remove(id);
+        }
     }
 
     /// Validates and starts a task (its JSON text); its id.
@@ -113,10 +178,9 @@ impl Service {
         if self.store.count(&owner.id)? >= owner.max_stored {
             return Err(TaskError::TooManyStored(owner.max_stored));
         }
-        if self.running_for(&owner.id) >= owner.max_running {
-            return Err(TaskError::TooManyRunning(owner.max_running));
-        }
+        self.check_bytes(owner)?;
         let id = uuid::Uuid::new_v4().simple().to_string();
+        let reservation = self.reserve(owner, &id)?;
         let steps: Vec<(&str, &str)> = spec
             .steps
             .iter()
@@ -124,40 +188,42 @@ impl Service {
             .collect();
         self.store
             .insert(&id, &owner.id, &spec.name, text, &steps)?;
-        self.start(owner, id.clone(), spec, HashMap::new());
+        self.start(reservation, owner, spec, HashMap::new());
         Ok(id)
     }
 
     fn start(
         self: &Arc<Self>,
+        mut reservation: Reservation<'_>,
         owner: &Owner,
-        id: String,
         spec: TaskSpec,
         done: HashMap<String, Done>,
     ) {
+        let Some(id) = reservation.id.take() else {
+            return;
+        };
+        let generation = reservation.generation;
         let (cancel, cancelled) = oneshot::channel();
         let ctx = Arc::new(RunContext {
             store: Arc::clone(&self.store),
             kinds: self.kinds.clone(),
             registry: Arc::clone(&owner.registry),
         });
-        // Hold the table while spawning, so the task cannot finish (and remove itself)
-        // before it is entered.
+        // Hold the table while spawning, so the task cannot finish (and leave) before its
+        // entry holds the handle.
         let mut running = self.running();
         let service = Arc::clone(self);
         let task_id = id.clone();
         let handle = tokio::spawn(async move {
             runner::run(ctx, task_id.clone(), spec, done, cancelled).await;
-            service.running().remove(&task_id);
+            service.leave(&task_id, generation);
         });
-        running.insert(
-            id,
-            Running {
-                owner: owner.id.clone(),
-                cancel: Some(cancel),
-                handle: Some(handle),
-            },
-        );
+        if let Some(entry) = running.get_mut(&id)
+            && entry.generation == generation
+        {
+            entry.cancel = Some(cancel);
+            entry.handle = Some(handle);
+        }
     }
 
     /// The owner's task with its steps and history.
@@ -237,12 +303,8 @@ impl Service {
         if status == "succeeded" || status == "pending" || status == "running" {
             return Err(TaskError::NotResumable(status.to_owned()));
         }
-        if self.running().contains_key(id) {
-            return Err(TaskError::NotResumable("running".into()));
-        }
-        if self.running_for(&owner.id) >= owner.max_running {
-            return Err(TaskError::TooManyRunning(owner.max_running));
-        }
+        self.check_bytes(owner)?;
+        let reservation = self.reserve(owner, id)?;
         let spec = TaskSpec::parse(&record.spec, &self.kinds)?;
         let mut done = HashMap::new();
         for step in &record.steps {
@@ -255,7 +317,7 @@ impl Service {
             }
         }
         self.store.set_task(id, "pending", None)?;
-        self.start(owner, id.to_owned(), spec, done);
+        self.start(reservation, owner, spec, done);
         self.get(&owner.id, id)
     }
 }

@@ -16,12 +16,14 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::kinds::{Kinds, StepContext};
-use super::spec::{StepSpec, TaskSpec, resolve};
+use super::spec::{StepSpec, TaskSpec, Unresolved, resolve};
 use super::store::Store;
 use crate::registry::Registry;
 
 /// The largest step result kept; a larger one fails the step.
 pub const MAX_RESULT_BYTES: usize = 1 << 20;
+/// The most JSON text one step's inputs may make the host parse while resolving them.
+const MAX_RESOLVE_BYTES: usize = 16 << 20;
 /// Extra time past a step's limit before the runner gives up on a step kind that ignores it.
 const GRACE: Duration = Duration::from_secs(1);
 /// The longest wait between attempts.
@@ -154,9 +156,14 @@ pub async fn run(
             _ = &mut cancel => break End::Cancelled,
         }
     };
-    // Dropping the running steps stops their guests.
+    // Dropping the running steps stops their guests. A step that finished meanwhile has
+    // recorded its own end: it is not overwritten.
     running.abort_all();
-    while running.join_next().await.is_some() {}
+    while let Some(joined) = running.join_next().await {
+        if let Ok((step_id, _)) = joined {
+            running_ids.remove(&step_id);
+        }
+    }
     let (task_status, step_status, error) = match &end {
         End::Succeeded => ("succeeded", "cancelled", None),
         End::Failed(error) => ("failed", "cancelled", Some(error.as_str())),
@@ -182,15 +189,21 @@ fn resolve_inputs(
     done: &HashMap<String, Done>,
 ) -> Result<BTreeMap<String, Box<RawValue>>, String> {
     let mut inputs = BTreeMap::new();
+    let mut budget = MAX_RESOLVE_BYTES;
     for (name, reference) in &step.inputs {
         let value = match done.get(&reference.step) {
-            Some(Done::Succeeded(result)) => resolve(result, &reference.path).ok_or_else(|| {
-                format!(
-                    "input {name:?}: the result of step {:?} has no {:?}",
-                    reference.step,
-                    reference.path.join(".")
-                )
-            })?,
+            Some(Done::Succeeded(result)) => resolve(result, &reference.path, &mut budget)
+                .map_err(|why| match why {
+                    Unresolved::Missing => format!(
+                        "input {name:?}: the result of step {:?} has no {:?}",
+                        reference.step,
+                        reference.path.join(".")
+                    ),
+                    Unresolved::TooCostly => format!(
+                        "the inputs would parse more than {MAX_RESOLVE_BYTES} bytes of earlier \
+                         results; pass smaller parts"
+                    ),
+                })?,
             _ => crate::protocol::null(),
         };
         inputs.insert(name.clone(), value);

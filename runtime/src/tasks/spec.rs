@@ -338,28 +338,45 @@ fn parse_step(raw: &RawValue, kinds: &Kinds) -> Result<StepSpec, SpecError> {
     })
 }
 
-/// The part of `result` (raw JSON) that `path` names, exactly as written; `None` if the path
-/// does not exist in it.
-pub fn resolve(result: &RawValue, path: &[String]) -> Option<Box<RawValue>> {
+/// Why a reference could not be resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unresolved {
+    /// The path does not exist in the result.
+    Missing,
+    /// Resolving would parse more than the budget allows.
+    TooCostly,
+}
+
+/// The part of `result` (raw JSON) that `path` names, exactly as written. Each path segment
+/// parses the text left at that level once; `budget` (bytes still allowed to be parsed) is
+/// charged for it, so a step's inputs cannot make the host parse without bound.
+pub fn resolve(
+    result: &RawValue,
+    path: &[String],
+    budget: &mut usize,
+) -> Result<Box<RawValue>, Unresolved> {
     let mut current: Box<RawValue> = result.to_owned();
     for key in path {
+        let size = current.get().len();
+        *budget = budget.checked_sub(size).ok_or(Unresolved::TooCostly)?;
         let text = current.get().trim_start();
         current = if text.starts_with('{') {
             let mut object: HashMap<String, Box<RawValue>> =
-                serde_json::from_str(current.get()).ok()?;
-            object.remove(key)?
+                serde_json::from_str(current.get()).map_err(|_| Unresolved::Missing)?;
+            object.remove(key).ok_or(Unresolved::Missing)?
         } else if text.starts_with('[') {
-            let index: usize = key.parse().ok()?;
-            let mut array: Vec<Box<RawValue>> = serde_json::from_str(current.get()).ok()?;
+            let index: usize = key.parse().map_err(|_| Unresolved::Missing)?;
+            let mut array: Vec<Box<RawValue>> =
+                serde_json::from_str(current.get()).map_err(|_| Unresolved::Missing)?;
             if index >= array.len() {
-                return None;
+                return Err(Unresolved::Missing);
             }
             array.swap_remove(index)
         } else {
-            return None;
+            return Err(Unresolved::Missing);
         };
     }
-    Some(current)
+    Ok(current)
 }
 
 #[cfg(test)]
@@ -470,7 +487,9 @@ mod tests {
         .expect("json");
         let at = |path: &[&str]| {
             let path: Vec<String> = path.iter().map(|s| (*s).to_owned()).collect();
-            resolve(&result, &path).map(|r| r.get().to_owned())
+            resolve(&result, &path, &mut 1_000_000)
+                .ok()
+                .map(|r| r.get().to_owned())
         };
         assert_eq!(
             at(&["k", "1", "big"]).as_deref(),
@@ -480,5 +499,11 @@ mod tests {
         assert_eq!(at(&["k", "5"]), None);
         assert_eq!(at(&["s", "x"]), None);
         assert_eq!(at(&["nope"]), None);
+        // each level is charged its size: a small budget runs out
+        let path = vec!["k".to_owned()];
+        assert_eq!(
+            resolve(&result, &path, &mut 10).map(|_| ()),
+            Err(Unresolved::TooCostly)
+        );
     }
 }

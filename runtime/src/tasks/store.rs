@@ -6,7 +6,8 @@
 //! nothing (the pages are the kernel's), a power loss may lose the last commits.
 //!
 //! At open, tasks that were pending or running belong to a process that is gone: they and
-//! their unfinished steps are marked `interrupted` (see [`Store::recover`]).
+//! their steps in flight (running or waiting to retry) are marked `interrupted`; steps that
+//! never started stay `pending` (see [`Store::recover`]).
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -167,12 +168,12 @@ impl Store {
             tx.execute(
                 "INSERT INTO history (task_id, step_id, status, attempt, at, error)
                  SELECT task_id, step_id, 'interrupted', attempts, ?2, NULL FROM steps
-                 WHERE task_id = ?1 AND status = 'running'",
+                 WHERE task_id = ?1 AND status IN ('running', 'retrying')",
                 params![id, at],
             )?;
             tx.execute(
                 "UPDATE steps SET status = 'interrupted', finished_at = ?2
-                 WHERE task_id = ?1 AND status = 'running'",
+                 WHERE task_id = ?1 AND status IN ('running', 'retrying')",
                 params![id, at],
             )?;
             tx.execute(
@@ -393,6 +394,16 @@ impl Store {
             "SELECT COUNT(*) FROM tasks WHERE owner = ?1",
             params![owner],
             |row| row.get::<_, i64>(0).map(|n| n as usize),
+        )
+    }
+
+    /// The bytes of step results the owner's tasks hold.
+    pub fn result_bytes(&self, owner: &str) -> rusqlite::Result<u64> {
+        self.db().query_row(
+            "SELECT COALESCE(SUM(LENGTH(s.result)), 0) FROM steps s
+             JOIN tasks t ON s.task_id = t.id WHERE t.owner = ?1",
+            params![owner],
+            |row| row.get::<_, i64>(0).map(|n| n.max(0) as u64),
         )
     }
 

@@ -48,6 +48,7 @@ pub struct Tenant {
     /// Task quotas: running at once, and kept.
     pub max_running_tasks: usize,
     pub max_tasks: usize,
+    pub task_store_bytes: u64,
     rate: DefaultDirectRateLimiter,
 }
 
@@ -70,6 +71,7 @@ impl Tenant {
             registry: Arc::clone(&self.registry),
             max_running: self.max_running_tasks,
             max_stored: self.max_tasks,
+            max_stored_bytes: self.task_store_bytes,
         }
     }
 }
@@ -274,6 +276,7 @@ fn make_tenant(
         log_dir: parts.config.data_dir.join("logs").join(id),
         max_running_tasks: quotas.max_running_tasks,
         max_tasks: quotas.max_tasks,
+        task_store_bytes: quotas.task_store_bytes,
         rate: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
     })
 }
