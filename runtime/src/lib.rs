@@ -11,6 +11,7 @@
 //! * [`tenants`] — API keys (SHA-256 digests) -> tenant; each tenant owns a registry, a rate
 //!   limiter and a body limit. Failed key checks are counted per client address.
 //! * [`jobs`] — `callAsync` jobs: a bounded, expiring table per tenant.
+//! * [`native`] — trusted native modules: manifests and load order (the loader is to come).
 //! * [`tasks`] — workflows of steps with timeouts, retries and a durable SQLite history.
 //! * [`registry`] — one owner's loaded tools: alias -> actor with a bounded queue and one
 //!   instance; tool and call quotas; scratch folders.
@@ -31,6 +32,7 @@ pub mod engine;
 pub mod guest;
 pub mod http;
 pub mod jobs;
+pub mod native;
 pub mod protocol;
 pub mod registry;
 pub mod sandbox;
