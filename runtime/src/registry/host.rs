@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
-use super::{Job, Registry, RegistryError, lock};
+use super::{CancelOnDrop, Job, Registry, RegistryError, lock};
 use crate::protocol::{HostRequest, Op};
 use crate::sandbox::{HostCalls, HostReply, Outcome};
 
@@ -173,18 +173,6 @@ fn boolean(value: bool) -> Box<RawValue> {
     RawValue::from_string(value.to_string()).unwrap_or_else(|_| crate::protocol::null())
 }
 
-/// Sends a cancel when dropped before it is disarmed: a host call abandoned at the caller's
-/// deadline stops the callee's guest too.
-struct CancelOnDrop(Option<oneshot::Sender<()>>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if let Some(cancel) = self.0.take() {
-            let _ = cancel.send(());
-        }
-    }
-}
-
 impl JobHost {
     async fn call_function(
         &self,
@@ -239,7 +227,7 @@ impl JobHost {
             .await
             .map_err(|_| RegistryError::Unloaded.to_string())?
             .map_err(|e| e.to_string())?;
-        guard.0 = None;
+        guard.disarm();
         match report.outcome {
             Outcome::Answered {
                 result,

@@ -488,16 +488,20 @@ impl Registry {
         self.run_job(alias, op, cancel, None).await
     }
 
-    /// Runs `op` in `alias` for a task step: the deadline lowered to `within`, and stopped
-    /// (the instance replaced) when `cancel` fires.
+    /// Runs `op` in `alias` for a task step, the deadline lowered to `within`. Dropping the
+    /// future before it is answered stops the guest (the instance is replaced) or, if the job
+    /// still waits in the queue, skips it.
     pub async fn run_step(
         &self,
         alias: &str,
         op: Op,
         within: Option<std::time::Duration>,
-        cancel: oneshot::Receiver<()>,
     ) -> Result<CallReport, RegistryError> {
-        self.run_job(alias, op, Some(cancel), within).await
+        let (cancel, cancelled) = oneshot::channel();
+        let mut guard = CancelOnDrop(Some(cancel));
+        let answer = self.run_job(alias, op, Some(cancelled), within).await;
+        guard.disarm();
+        answer
     }
 
     /// Runs `op` in the owner's session interpreter (an empty namespace that keeps what is
@@ -777,6 +781,25 @@ impl Drop for ScratchDir {
             && err.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!(cause = %err, "could not remove a scratch folder");
+        }
+    }
+}
+
+/// Sends a cancel when dropped before it is disarmed: work abandoned by its caller (a
+/// dropped step, a host call past its caller's deadline) stops the guest running it.
+struct CancelOnDrop(Option<oneshot::Sender<()>>);
+
+impl CancelOnDrop {
+    /// The work was answered: dropping no longer cancels.
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.0.take() {
+            let _ = cancel.send(());
         }
     }
 }

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
-use tokio::sync::oneshot;
 
 use crate::protocol::{self, Op, SCRATCH_MODULE};
 use crate::registry::{CallReport, Registry, check_alias, check_function, check_script};
@@ -125,17 +124,6 @@ pub fn step_result(report: CallReport) -> Result<Box<RawValue>, String> {
     }
 }
 
-/// Sends a cancel when dropped, so a dropped step stops its guest.
-struct CancelOnDrop(Option<oneshot::Sender<()>>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if let Some(cancel) = self.0.take() {
-            let _ = cancel.send(());
-        }
-    }
-}
-
 /// `{"kind": "call", "alias", "function_name", "args"?, "kwargs"?}`: the function of a tool
 /// the owner has loaded, in that tool's instance; inputs are added to the keyword arguments.
 pub struct CallStep;
@@ -186,8 +174,6 @@ impl Task for CallStep {
             };
             kwargs.extend(ctx.inputs.iter().map(|(k, v)| (k.clone(), v.clone())));
             let kwargs = serde_json::value::to_raw_value(&kwargs).map_err(|e| e.to_string())?;
-            let (cancel, cancelled) = oneshot::channel();
-            let _guard = CancelOnDrop(Some(cancel));
             let op = Op::Call {
                 function,
                 args,
@@ -195,7 +181,7 @@ impl Task for CallStep {
             };
             let report = ctx
                 .registry
-                .run_step(&alias, op, Some(ctx.within), cancelled)
+                .run_step(&alias, op, Some(ctx.within))
                 .await
                 .map_err(|e| e.to_string())?;
             step_result(report)
