@@ -42,6 +42,7 @@ fn task_error(err: TaskError) -> ApiError {
             ApiError::new(StatusCode::CONFLICT, "task_state", err.to_string())
         }
         TaskError::Store(cause) => ApiError::internal(format!("task store: {cause}")),
+        TaskError::Lost => ApiError::internal("a task store read was lost"),
     }
 }
 
@@ -99,7 +100,11 @@ pub async fn get(
     Extension(tasks): Tasks,
     Path(id): Path<String>,
 ) -> Result<Success<TaskRecord>, ApiError> {
-    tasks.get(&tenant.id, &id).map(Success).map_err(task_error)
+    tasks
+        .get(&tenant.id, &id)
+        .await
+        .map(Success)
+        .map_err(task_error)
 }
 
 /// The list's filters and paging.
@@ -254,6 +259,7 @@ pub async fn resume(
 ) -> Result<DataWith<TaskRecord>, ApiError> {
     tasks
         .resume(&tenant.task_owner(), &id)
+        .await
         .map(|record| DataWith(StatusCode::ACCEPTED, record))
         .map_err(task_error)
 }

@@ -62,6 +62,8 @@ pub enum TaskError {
     Finished(String),
     #[error("the task store failed")]
     Store(#[from] rusqlite::Error),
+    #[error("a task store read was lost")]
+    Lost,
 }
 
 struct Running {
@@ -226,9 +228,14 @@ impl Service {
         }
     }
 
-    /// The owner's task with its steps and history.
-    pub fn get(&self, owner: &str, id: &str) -> Result<TaskRecord, TaskError> {
-        self.store.get(owner, id)?.ok_or(TaskError::NotFound)
+    /// The owner's task with its steps and history (read on a blocking thread: it may be
+    /// large).
+    pub async fn get(&self, owner: &str, id: &str) -> Result<TaskRecord, TaskError> {
+        let (store, owner, id) = (Arc::clone(&self.store), owner.to_owned(), id.to_owned());
+        tokio::task::spawn_blocking(move || store.get(&owner, &id))
+            .await
+            .map_err(|_| TaskError::Lost)??
+            .ok_or(TaskError::NotFound)
     }
 
     /// The owner's tasks, newest first.
@@ -263,15 +270,16 @@ impl Service {
     /// Cancels the owner's running task, stopping its steps, and waits until its states are
     /// written. The task as it ended.
     pub async fn cancel(&self, owner: &str, id: &str) -> Result<TaskRecord, TaskError> {
-        let (cancel, handle) = {
+        let taken = {
             let mut running = self.running();
             match running.get_mut(id) {
-                Some(r) if r.owner == owner => (r.cancel.take(), r.handle.take()),
-                _ => {
-                    let record = self.get(owner, id)?;
-                    return Err(TaskError::Finished(record.summary.status));
-                }
+                Some(r) if r.owner == owner => Some((r.cancel.take(), r.handle.take())),
+                _ => None,
             }
+        };
+        let Some((cancel, handle)) = taken else {
+            let record = self.get(owner, id).await?;
+            return Err(TaskError::Finished(record.summary.status));
         };
         if let Some(cancel) = cancel {
             let _ = cancel.send(());
@@ -279,7 +287,7 @@ impl Service {
         if let Some(handle) = handle {
             let _ = tokio::time::timeout(CANCEL_WAIT, handle).await;
         }
-        self.get(owner, id)
+        self.get(owner, id).await
     }
 
     /// Deletes the owner's finished task and its history (a running one is refused: cancel
@@ -297,8 +305,12 @@ impl Service {
 
     /// Runs a task again that did not succeed (interrupted by a crash, failed, cancelled,
     /// timed out); steps that succeeded keep their results and are not run again.
-    pub fn resume(self: &Arc<Self>, owner: &Owner, id: &str) -> Result<TaskRecord, TaskError> {
-        let record = self.get(&owner.id, id)?;
+    pub async fn resume(
+        self: &Arc<Self>,
+        owner: &Owner,
+        id: &str,
+    ) -> Result<TaskRecord, TaskError> {
+        let record = self.get(&owner.id, id).await?;
         let status = record.summary.status.as_str();
         if status == "succeeded" || status == "pending" || status == "running" {
             return Err(TaskError::NotResumable(status.to_owned()));
@@ -318,6 +330,6 @@ impl Service {
         }
         self.store.set_task(id, "pending", None)?;
         self.start(reservation, owner, spec, done);
-        self.get(&owner.id, id)
+        self.get(&owner.id, id).await
     }
 }

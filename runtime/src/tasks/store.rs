@@ -116,8 +116,11 @@ pub struct TaskRecord {
     pub spec: String,
 }
 
+/// Two connections: writes go through one, reads through the other, so (WAL) a large read
+/// never holds up the runners' state changes.
 pub struct Store {
     db: Mutex<Connection>,
+    reader: Mutex<Connection>,
 }
 
 /// The current time in seconds since the epoch.
@@ -141,11 +144,20 @@ impl Store {
         let db = Connection::open(path)?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         db.execute_batch(SCHEMA)?;
-        Ok(Self { db: Mutex::new(db) })
+        let reader = Connection::open(path)?;
+        reader.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Self {
+            db: Mutex::new(db),
+            reader: Mutex::new(reader),
+        })
     }
 
     fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Marks every task left pending or running (by a process that is gone) `interrupted`,
@@ -273,7 +285,7 @@ impl Store {
 
     /// The owner's task `id` with its steps and history.
     pub fn get(&self, owner: &str, id: &str) -> rusqlite::Result<Option<TaskRecord>> {
-        let db = self.db();
+        let db = self.reader();
         let found = db
             .query_row(
                 "SELECT id, name, status, error, created_at, updated_at, spec FROM tasks
@@ -349,7 +361,7 @@ impl Store {
         limit: usize,
         cursor: Option<i64>,
     ) -> rusqlite::Result<(Vec<TaskSummary>, Option<i64>)> {
-        let db = self.db();
+        let db = self.reader();
         let mut q = db.prepare(
             "SELECT seq, id, name, status, error, created_at, updated_at FROM tasks
              WHERE owner = ?1 AND (?2 IS NULL OR status = ?2) AND seq < ?3
@@ -390,7 +402,7 @@ impl Store {
 
     /// How many tasks the owner has stored.
     pub fn count(&self, owner: &str) -> rusqlite::Result<usize> {
-        self.db().query_row(
+        self.reader().query_row(
             "SELECT COUNT(*) FROM tasks WHERE owner = ?1",
             params![owner],
             |row| row.get::<_, i64>(0).map(|n| n as usize),
@@ -399,7 +411,7 @@ impl Store {
 
     /// The bytes of step results the owner's tasks hold.
     pub fn result_bytes(&self, owner: &str) -> rusqlite::Result<u64> {
-        self.db().query_row(
+        self.reader().query_row(
             "SELECT COALESCE(SUM(LENGTH(s.result)), 0) FROM steps s
              JOIN tasks t ON s.task_id = t.id WHERE t.owner = ?1",
             params![owner],
