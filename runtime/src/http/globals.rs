@@ -16,7 +16,7 @@ use super::envelope::{Data as Success, Envelope};
 use super::error::ApiError;
 use super::openapi::{BodyErrors, TargetSchema};
 use super::python::{Authed, check_depth};
-use crate::registry::{MAX_FUNCTIONS, Target, check_alias, check_function, check_variable};
+use crate::registry::{MAX_FUNCTIONS, Target, check_alias, check_function, check_global};
 
 /// A global variable of the tenant (`syncVariableToGlobal`, `syncVariableFromGlobal`).
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -44,8 +44,7 @@ pub struct GlobalData {
 }
 
 fn checked_name(name: &str) -> Result<(), ApiError> {
-    check_variable(name)
-        .map_err(|err| ApiError::bad_request(err.to_string().replace("variable_name", "name")))
+    check_global(name).map_err(ApiError::bad_request)
 }
 
 /// Set a global variable of the tenant.

@@ -139,7 +139,8 @@ pub struct ExecuteBody {
     timeout: Option<f64>,
 }
 
-fn within(timeout: Option<f64>) -> Result<Option<Duration>, ApiError> {
+/// A client's `timeout` in seconds (above 0, at most a day), as a duration.
+pub(super) fn timeout_seconds(timeout: Option<f64>) -> Result<Option<Duration>, ApiError> {
     match timeout {
         None => Ok(None),
         Some(t) if t.is_finite() && t > 0.0 && t <= 86_400.0 => {
@@ -175,7 +176,7 @@ pub async fn execute(
     checked_code("code", &body.code)?;
     let args = body.args.unwrap_or_else(protocol::null);
     check_depth(&args, "args")?;
-    let within = within(body.timeout)?;
+    let within = timeout_seconds(body.timeout)?;
     let op = Op::Run {
         code: body.code,
         args,

@@ -347,16 +347,11 @@ pub async fn script(
     }
     let mut task = serde_json::Map::new();
     task.insert("name".into(), "script".into());
-    if let Some(timeout) = body.timeout {
-        if !(timeout.is_finite() && timeout > 0.0 && timeout <= 86_400.0) {
-            return Err(ApiError::bad_request(
-                "timeout must be a number of seconds above 0 (at most 86400)",
-            ));
-        }
-        task.insert(
-            "timeout_ms".into(),
-            ((timeout * 1000.0).ceil() as u64).into(),
-        );
+    if let Some(timeout) = super::high_level::timeout_seconds(body.timeout)? {
+        let ms = u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        task.insert("timeout_ms".into(), ms.into());
     }
     task.insert("steps".into(), vec![serde_json::Value::Object(step)].into());
     let text = serde_json::Value::Object(task).to_string();

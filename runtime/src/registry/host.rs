@@ -119,13 +119,26 @@ impl Functions {
 }
 
 /// The host calls of one job: the owner's services, and the tools the job's call chain has
-/// passed through (the job's own tool last).
-pub(super) struct JobHost {
-    pub registry: Weak<Registry>,
-    pub chain: Vec<String>,
+/// passed through. Borrowed from the job's runner, so a job that makes no host call (almost
+/// all of them) allocates nothing for it.
+pub(super) struct JobHost<'a> {
+    pub registry: &'a Weak<Registry>,
+    /// The tools waiting on this job, outermost first (empty for a client's request).
+    pub outer: Vec<String>,
+    /// The job's own tool (none for a fresh sandbox).
+    pub own: Option<&'a str>,
 }
 
-impl HostCalls for JobHost {
+impl JobHost<'_> {
+    /// The whole chain, the job's own tool last.
+    fn chain(&self) -> Vec<String> {
+        let mut chain = self.outer.clone();
+        chain.extend(self.own.map(str::to_owned));
+        chain
+    }
+}
+
+impl HostCalls for JobHost<'_> {
     fn handle(&self, request: HostRequest) -> Pin<Box<dyn Future<Output = HostReply> + Send + '_>> {
         Box::pin(async move {
             let registry = self
@@ -165,7 +178,9 @@ impl HostCalls for JobHost {
     }
 }
 
-fn check_global(name: &str) -> Result<(), String> {
+/// A global variable's (or registered function's) name: a variable name, the message naming
+/// the field `name`.
+pub fn check_global(name: &str) -> Result<(), String> {
     super::check_variable(name).map_err(|e| e.to_string().replace("variable_name", "name"))
 }
 
@@ -173,7 +188,7 @@ fn boolean(value: bool) -> Box<RawValue> {
     RawValue::from_string(value.to_string()).unwrap_or_else(|_| crate::protocol::null())
 }
 
-impl JobHost {
+impl JobHost<'_> {
     async fn call_function(
         &self,
         registry: &Registry,
@@ -185,14 +200,15 @@ impl JobHost {
             .functions
             .get(name)
             .ok_or_else(|| format!("no function is registered as {name:?}"))?;
-        if self.chain.contains(&target.alias) {
+        let chain = self.chain();
+        if chain.contains(&target.alias) {
             return Err(format!(
                 "{name:?} runs in tool {:?}, which is already waiting in this call chain ({})",
                 target.alias,
-                self.chain.join(" -> ")
+                chain.join(" -> ")
             ));
         }
-        if self.chain.len() >= MAX_CHAIN {
+        if chain.len() >= MAX_CHAIN {
             return Err(format!(
                 "a chain of registered-function calls may pass through at most {MAX_CHAIN} tools"
             ));
@@ -219,7 +235,7 @@ impl JobHost {
             reply,
             permits,
             cancel: Some(cancelled),
-            chain: self.chain.clone(),
+            chain,
             within: None,
         })
         .map_err(|e| e.to_string())?;

@@ -34,7 +34,7 @@ use crate::sandbox::{
     SpawnError, ToolMounts,
 };
 pub use cache::{CacheStats, DEFAULT_TTL, MAX_TTL};
-pub use host::{Functions, Globals, GlobalsError, MAX_FUNCTIONS, Target};
+pub use host::{Functions, Globals, GlobalsError, MAX_FUNCTIONS, Target, check_global};
 pub use names::{NameError, check_alias, check_function, check_script, check_variable};
 pub use venvs::{MAX_VENVS, check_venv};
 
@@ -599,9 +599,11 @@ impl Registry {
         let limits = self.settings.limits.lowered(&self.settings.defaults)?;
         let mounts = self.tool_mounts(None);
         let mut instance = self.sandbox.spawn(module, &limits, &mounts).await?;
+        let registry = Arc::downgrade(self);
         let host = host::JobHost {
-            registry: Arc::downgrade(self),
-            chain: Vec::new(),
+            registry: &registry,
+            outer: Vec::new(),
+            own: None,
         };
         let options = RunOptions {
             host: &host,
@@ -1016,7 +1018,7 @@ impl Actor {
         &mut self,
         op: &Op,
         cancel: Option<oneshot::Receiver<()>>,
-        mut chain: Vec<String>,
+        chain: Vec<String>,
         within: Option<std::time::Duration>,
     ) -> Result<CallReport, RegistryError> {
         if let Some(name) = op.object_needed()
@@ -1050,10 +1052,10 @@ impl Actor {
             unreachable!("an instance was just ensured");
         };
         let started = std::time::Instant::now();
-        chain.push(self.alias.clone());
         let host = host::JobHost {
-            registry: Weak::clone(&self.owner),
-            chain,
+            registry: &self.owner,
+            outer: chain,
+            own: Some(&self.alias),
         };
         let debug = lock(&self.debug).clone();
         let options = RunOptions {
