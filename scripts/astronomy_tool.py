@@ -79,11 +79,42 @@ def calculate_altitude(
     }
 
 
+def native_altitude(
+    ra_deg: float = VEGA["ra_deg"],
+    dec_deg: float = VEGA["dec_deg"],
+    latitude_deg: float = GREENWICH["latitude_deg"],
+    longitude_deg: float = GREENWICH["longitude_deg"],
+    utc: str = None,
+) -> dict:
+    """As calculate_altitude, computed by the trusted native module astro_native (through the
+    host). Works only when the server's administrator loaded the module and this tenant's
+    policy allows astro_native.altaz; otherwise scriptbox.HostError says which is missing."""
+    import scriptbox
+
+    moment = _parse_utc(utc)
+    answer = scriptbox.native(
+        "astro_native",
+        "altaz",
+        ra_deg=ra_deg,
+        dec_deg=dec_deg,
+        latitude_deg=latitude_deg,
+        longitude_deg=longitude_deg,
+        unix_s=moment.timestamp(),
+    )
+    return {
+        "altitude_deg": round(answer["altitude_deg"], 6),
+        "azimuth_deg": round(answer["azimuth_deg"], 6),
+        "above_horizon": answer["altitude_deg"] > 0,
+        "utc": moment.isoformat().replace("+00:00", "Z"),
+        "computed_by": "astro_native",
+    }
+
+
 def get_tool_info() -> dict:
     """Tool metadata for discovery."""
     return {
         "name": "astronomy_tool",
         "version": "1.0.0",
         "description": "Altitude/azimuth of a target for an observer and time",
-        "functions": ["calculate_altitude", "greenwich_sidereal_deg"],
+        "functions": ["calculate_altitude", "greenwich_sidereal_deg", "native_altitude"],
     }

@@ -68,6 +68,7 @@ pub fn tenant(id: &str, key: &str, scripts: &Path, role: Role) -> TenantConfig {
         quotas: Quotas::default(),
         limits: None,
         default_limits: Default::default(),
+        policy: Default::default(),
     }
 }
 
@@ -95,8 +96,67 @@ pub fn test_config(dir: &Path) -> Config {
         scripts_dir: scripts,
         data_dir: dir.join("data"),
         fetch_if_missing: false,
+        native: scriptbox::config::NativeConfig {
+            modules_dir: dir.join("modules"),
+            ..Default::default()
+        },
         ..Config::default()
     }
+}
+
+static NATIVE_BUILD: OnceLock<PathBuf> = OnceLock::new();
+
+/// The native modules the tests use: the two examples and the misbehaving fixture.
+pub const NATIVE_MODULES: [(&str, &str); 3] = [
+    ("astro_native", "modules/astro_native"),
+    ("astro_report", "modules/astro_report"),
+    ("fixture_native", "tests/modules/fixture_native"),
+];
+
+/// Builds the native modules once per test binary, into their own target folder (the cargo
+/// running the tests holds the lock on the usual one), and returns where the libraries are.
+fn native_build() -> PathBuf {
+    NATIVE_BUILD
+        .get_or_init(|| {
+            let target = Path::new(SOURCE_ROOT).join("target/native-modules");
+            let mut command = std::process::Command::new(env!("CARGO"));
+            command.current_dir(SOURCE_ROOT).arg("build").arg("--quiet");
+            for (name, _) in NATIVE_MODULES {
+                command.args(["-p", name]);
+            }
+            let status = command
+                .arg("--target-dir")
+                .arg(&target)
+                .status()
+                .expect("running cargo build for the native modules");
+            assert!(status.success(), "building the native modules failed");
+            target.join("debug")
+        })
+        .clone()
+}
+
+/// Puts native module `name` (built, with its manifest and config) into `modules_dir`.
+pub fn install_native_module(modules_dir: &Path, name: &str) -> PathBuf {
+    let (_, source) = NATIVE_MODULES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .expect("a known native module");
+    let built = native_build();
+    let folder = modules_dir.join(name);
+    std::fs::create_dir_all(&folder).expect("module folder");
+    for file in ["module.json", "config.json"] {
+        let from = Path::new(SOURCE_ROOT).join(source).join(file);
+        if from.exists() {
+            std::fs::copy(&from, folder.join(file)).expect("copy manifest");
+        }
+    }
+    let library = format!(
+        "{}{name}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    );
+    std::fs::copy(built.join(&library), folder.join(&library)).expect("copy library");
+    folder
 }
 
 impl TestServer {

@@ -967,7 +967,7 @@ def make_guest_module(exchange, driver):
     import types
 
     module = types.ModuleType("scriptbox")
-    module.__doc__ = "Host services for scriptbox tools: global variables and registered functions."
+    module.__doc__ = "Host services for scriptbox tools: global variables, registered functions, native modules."
 
     def host_call(service, **fields):
         fields["service"] = service
@@ -1001,12 +1001,22 @@ def make_guest_module(exchange, driver):
         """Calls the function the owner registered as `name` (registerFunction)."""
         return host_call("call_function", name=name, args=_outbound(list(args)), kwargs=_outbound(kwargs))
 
+    def native(module_name, function, args=None, **kwargs):
+        """Calls `function` of the trusted native module `module_name` with JSON arguments
+        (`args`, or the keyword arguments as an object). Only functions the owner's policy
+        allows are reached; anything else raises HostError."""
+        if args is not None and kwargs:
+            raise TypeError("pass either args or keyword arguments, not both")
+        payload = kwargs if args is None else args
+        return host_call("native", module=module_name, function=function, args=_outbound(payload))
+
     module.HostError = HostError
     module.get_global = get_global
     module.set_global = set_global
     module.delete_global = delete_global
     module.global_names = global_names
     module.call = call
+    module.native = native
     return module
 
 

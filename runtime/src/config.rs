@@ -44,6 +44,17 @@
 //! [tenants.default_limits]   # what a load gets when it asks for nothing
 //! deadline_ms = 2000
 //!
+//! [tenants.policy]           # what its tools may reach beyond the sandbox (all off by default)
+//! native_functions = ["astro_native.altaz", "astro_report.*"]
+//!
+//! [policy]            # the keyless local tenant's policy
+//! native_functions = []
+//!
+//! [native]            # trusted native modules (admins load them; tools call allowed ones)
+//! modules_dir = "modules"
+//! max_concurrent_calls = 4
+//! call_timeout_ms = 10000
+//!
 //! [limits]            # defaults and maxima per call / instance; a load may lower them
 //! fuel = 2000000000
 //! deadline_ms = 10000
@@ -106,6 +117,68 @@ pub struct Config {
     pub quotas: Quotas,
     /// Tenants and their keys. None: one keyless local tenant, loopback only.
     pub tenants: Vec<TenantConfig>,
+    /// The local tenant's policy (used when no tenants are declared).
+    pub policy: Policy,
+    /// Trusted native modules (`modules/`).
+    pub native: NativeConfig,
+}
+
+/// What a tenant's tools may reach beyond their sandbox. Everything is off by default.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// Native-module functions the tenant's guest code may call (`scriptbox.native`), each
+    /// `"module.function"` or `"module.*"`.
+    pub native_functions: Vec<String>,
+}
+
+impl Policy {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.native_functions.len() > 1024 {
+            bail!("native_functions: at most 1024 entries");
+        }
+        for entry in &self.native_functions {
+            let valid = entry.split_once('.').is_some_and(|(module, function)| {
+                crate::native::manifest::check_name(module).is_ok()
+                    && (function == "*" || crate::native::manifest::check_function(function))
+            });
+            if !valid {
+                bail!("native_functions: {entry:?} is not \"module.function\" or \"module.*\"");
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether guest code may call `module.function`.
+    pub fn allows_native(&self, module: &str, function: &str) -> bool {
+        self.native_functions.iter().any(|entry| {
+            entry
+                .split_once('.')
+                .is_some_and(|(m, f)| m == module && (f == "*" || f == function))
+        })
+    }
+}
+
+/// Trusted native modules: where they are and how calls into them are bounded.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NativeConfig {
+    /// The modules folder: `<name>/module.json` plus the library.
+    pub modules_dir: PathBuf,
+    /// Native calls running at once (each on its own blocking thread).
+    pub max_concurrent_calls: usize,
+    /// The longest a caller waits for a native call (a guest's call also within its deadline).
+    pub call_timeout_ms: u64,
+}
+
+impl Default for NativeConfig {
+    fn default() -> Self {
+        Self {
+            modules_dir: Path::new(SOURCE_ROOT).join("modules"),
+            max_concurrent_calls: 4,
+            call_timeout_ms: 10_000,
+        }
+    }
 }
 
 /// Connection-level limits: what a client gets before any tenant is known.
@@ -227,6 +300,9 @@ pub struct TenantConfig {
     /// What a load gets when it asks for nothing (each at most the maxima).
     #[serde(default)]
     pub default_limits: LimitOverrides,
+    /// What the tenant's tools may reach beyond their sandbox.
+    #[serde(default)]
+    pub policy: Policy,
 }
 
 /// The id of the keyless tenant served when none are declared.
@@ -271,6 +347,8 @@ impl Default for Config {
                 ..Quotas::default()
             },
             tenants: Vec::new(),
+            policy: Policy::default(),
+            native: NativeConfig::default(),
         }
     }
 }
@@ -316,6 +394,16 @@ impl Config {
         }
         self.validate_http()?;
         validate_quotas(&self.quotas).context("config [quotas]")?;
+        self.policy.validate().context("config [policy]")?;
+        if self.native.max_concurrent_calls == 0
+            || self.native.max_concurrent_calls > 256
+            || self.native.call_timeout_ms == 0
+            || self.native.call_timeout_ms > crate::sandbox::limits::MAX_DEADLINE_MS
+        {
+            bail!(
+                "config [native]: max_concurrent_calls must be 1-256 and call_timeout_ms between 1 and a day"
+            );
+        }
         self.validate_tenants()?;
         if self.tenants.is_empty() && !self.bind.is_loopback() {
             bail!(
@@ -376,6 +464,10 @@ impl Config {
             }
             validate_quotas(&tenant.quotas)
                 .with_context(|| format!("config tenant {id:?} quotas"))?;
+            tenant
+                .policy
+                .validate()
+                .with_context(|| format!("config tenant {id:?} policy"))?;
             let maxima = tenant.limits.unwrap_or(self.limits);
             maxima
                 .validate()

@@ -24,6 +24,7 @@ use tower::ServiceExt as _;
 use crate::config::{Config, HttpLimits};
 use crate::engine::Engine;
 use crate::http::{self, AppState};
+use crate::native::NativeModules;
 use crate::registry::Shared;
 use crate::sandbox::{Mounts, Sandbox};
 use crate::tenants::{Tenants, address_key};
@@ -37,6 +38,8 @@ pub struct Server {
     pub tasks: Arc<crate::tasks::Service>,
     pub max_body_bytes: usize,
     pub http: HttpLimits,
+    /// The trusted native modules (`modules/`).
+    pub native: NativeModules,
 }
 
 impl Server {
@@ -69,13 +72,20 @@ impl Server {
         };
         let sandbox = Sandbox::new(engine, mounts, config.start)?;
         let shared = Shared::new(config.max_tools, config.max_concurrent_calls);
-        let tenants = Tenants::build(config, &sandbox, &shared)?;
+        let native = NativeModules::new(crate::native::Settings {
+            dir: config.native.modules_dir.clone(),
+            data_dir: config.data_dir.clone(),
+            max_concurrent_calls: config.native.max_concurrent_calls,
+            call_timeout: Duration::from_millis(config.native.call_timeout_ms),
+        });
+        let tenants = Tenants::build(config, &sandbox, &shared, &native)?;
         let tasks = crate::tasks::Service::open(&config.data_dir, kinds)?;
         Ok(Self {
             tenants: Arc::new(tenants),
             tasks,
             max_body_bytes: config.max_body_bytes,
             http: config.http.clone(),
+            native,
         })
     }
 
@@ -86,11 +96,13 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        self.native.restore().await;
         let app = http::router(AppState {
             tenants: Arc::clone(&self.tenants),
             max_body_bytes: self.max_body_bytes,
             body_timeout: Duration::from_millis(self.http.body_read_timeout_ms),
             tasks: Arc::clone(&self.tasks),
+            native: self.native.clone(),
         });
         let connections = Arc::new(Semaphore::new(self.http.max_connections));
         let per_address = PerAddress::new(self.http.max_connections_per_ip);

@@ -27,7 +27,14 @@ async fn discovery_merges_tool_info_with_signatures() {
         .iter()
         .filter_map(|f| f["name"].as_str())
         .collect();
-    assert_eq!(names, ["calculate_altitude", "greenwich_sidereal_deg"]);
+    assert_eq!(
+        names,
+        [
+            "calculate_altitude",
+            "greenwich_sidereal_deg",
+            "native_altitude"
+        ]
+    );
     assert!(
         data["functions"][0]["parameters"]
             .as_array()

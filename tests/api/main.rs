@@ -17,6 +17,7 @@ mod lifecycle;
 mod limits;
 mod memory;
 mod namespace;
+mod native;
 mod objects;
 mod openapi;
 mod performance;

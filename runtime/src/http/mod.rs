@@ -16,6 +16,7 @@ mod globals;
 mod high_level;
 mod jobs;
 mod memory;
+mod modules;
 mod namespace;
 mod objects;
 mod openapi;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// Every tenant's tasks.
     pub tasks: Arc<crate::tasks::Service>,
+    /// The trusted native modules.
+    pub native: crate::native::NativeModules,
 }
 
 /// Every route, with its layers. The routes are collected through `utoipa_axum`, so the
@@ -115,12 +118,24 @@ pub fn router(state: AppState) -> Router {
     let tasks = behind_key(tasks, &state).layer(axum::Extension(Arc::clone(&state.tasks)));
     let admin = OpenApiRouter::default().routes(routes!(admin::tenants));
     let admin = behind_key(admin, &state).with_state(Arc::clone(&state.tenants));
+    let modules = OpenApiRouter::default()
+        .routes(routes!(modules::load))
+        .routes(routes!(modules::unload))
+        .routes(routes!(modules::reload))
+        .routes(routes!(modules::enable))
+        .routes(routes!(modules::disable))
+        .routes(routes!(modules::status))
+        .routes(routes!(modules::list))
+        .routes(routes!(modules::has_function))
+        .routes(routes!(modules::call));
+    let modules = behind_key(modules, &state).with_state(state.native.clone());
     let published = openapi::Published::default();
     let (router, document) = OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(health))
         .nest("/python", python)
         .nest("/api/python", high_level)
         .nest("/admin", admin)
+        .nest("/module", modules)
         .merge(tasks)
         .merge(openapi::routes(published.clone()))
         .split_for_parts();

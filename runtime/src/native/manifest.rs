@@ -102,6 +102,15 @@ pub const PLATFORM: &str = if cfg!(target_os = "macos") {
 
 const PLATFORMS: [&str; 3] = ["linux", "macos", "windows"];
 
+/// A function name: an identifier of 1-64 ASCII characters.
+pub fn check_function(function: &str) -> bool {
+    (1..=64).contains(&function.len())
+        && function.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && function
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 /// A module name: 1-64 of `[a-z0-9_]`, starting with a letter.
 pub fn check_name(name: &str) -> Result<(), ManifestError> {
     let ok = (1..=64).contains(&name.len())
@@ -207,12 +216,7 @@ impl Manifest {
             )));
         }
         for function in &raw.functions {
-            let ok = (1..=64).contains(&function.len())
-                && function.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-                && function
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !ok {
+            if !check_function(function) {
                 return Err(bad(format!(
                     "module {module:?}: function name {:?} must be an identifier of at most 64 characters",
                     function.chars().take(64).collect::<String>()

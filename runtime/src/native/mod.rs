@@ -1,7 +1,36 @@
-//! Trusted native modules (issue 5, in progress): shared libraries an administrator drops
-//! into `modules/<name>/` with a `module.json`, loaded into the host process (never into a
-//! sandbox). So far: the manifest ([`manifest`]) and the load order ([`order`]); the loader,
-//! its C ABI and the admin routes come next.
+//! Trusted native modules: shared libraries an administrator drops into `modules/<name>/`
+//! with a `module.json`, loaded into the host process (never into a sandbox) and called with
+//! JSON over a small C ABI (`modules/README.md`). The manifest ([`manifest`]), the load order
+//! ([`order`]), the loader with its states and lock discipline ([`loader`]), and the ABI
+//! itself (`abi`, `bridge`: the only `unsafe` outside the module cache).
 
+#[allow(
+    unsafe_code,
+    reason = "the C ABI: opening libraries and calling into them"
+)]
+mod abi;
+#[allow(
+    unsafe_code,
+    reason = "the host table handed to modules over the C ABI"
+)]
+mod bridge;
+pub mod loader;
 pub mod manifest;
 pub mod order;
+
+pub use loader::{NativeError, NativeModules, Settings, State, Status};
+
+/// A tenant's reach into native modules from guest code: the loader and the tenant's policy.
+#[derive(Clone)]
+pub struct Access {
+    pub modules: NativeModules,
+    pub policy: crate::config::Policy,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}

@@ -191,6 +191,12 @@ pub enum HostRequest {
         args: Box<RawValue>,
         kwargs: Box<RawValue>,
     },
+    /// A trusted native module's function (if the owner's policy allows it).
+    Native {
+        module: String,
+        function: String,
+        args: Box<RawValue>,
+    },
 }
 
 /// A host call's frame as sent (serde's tagged enums cannot hold raw values).
@@ -202,6 +208,8 @@ struct HostFrame {
     value: Option<Box<RawValue>>,
     args: Option<Box<RawValue>>,
     kwargs: Option<Box<RawValue>>,
+    module: Option<String>,
+    function: Option<String>,
 }
 
 impl HostRequest {
@@ -221,6 +229,11 @@ impl HostRequest {
                 name: name()?,
                 args: frame.args.unwrap_or_else(empty_array),
                 kwargs: frame.kwargs.unwrap_or_else(empty_object),
+            },
+            "native" => Self::Native {
+                module: frame.module.clone().ok_or("missing module")?,
+                function: frame.function.clone().ok_or("missing function")?,
+                args: frame.args.unwrap_or_else(null),
             },
             other => return Err(format!("unknown host service {other:?}")),
         })

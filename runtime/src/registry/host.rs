@@ -173,6 +173,11 @@ impl HostCalls for JobHost<'_> {
                 HostRequest::CallFunction { name, args, kwargs } => {
                     self.call_function(&registry, &name, args, kwargs).await
                 }
+                HostRequest::Native {
+                    module,
+                    function,
+                    args,
+                } => call_native(&registry.settings().native, &module, &function, &args).await,
             }
         })
     }
@@ -180,6 +185,27 @@ impl HostCalls for JobHost<'_> {
 
 /// A global variable's (or registered function's) name: a variable name, the message naming
 /// the field `name`.
+/// A native-module call from guest code: only what the owner's policy names, and bounded by
+/// the loader's call timeout (the instance also stops waiting at the request's deadline).
+async fn call_native(
+    access: &crate::native::Access,
+    module: &str,
+    function: &str,
+    args: &RawValue,
+) -> HostReply {
+    if !access.policy.allows_native(module, function) {
+        return Err(format!(
+            "native function {module}.{function} is not allowed for this tool's owner \
+             (policy native_functions)"
+        ));
+    }
+    access
+        .modules
+        .call(module, function, args.get(), None)
+        .await
+        .map_err(|err| err.to_string())
+}
+
 pub fn check_global(name: &str) -> Result<(), String> {
     super::check_variable(name).map_err(|e| e.to_string().replace("variable_name", "name"))
 }

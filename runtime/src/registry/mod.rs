@@ -125,6 +125,8 @@ pub struct Settings {
     pub max_open_files: u32,
     /// Where the owner's package environments live (`<name>/site-packages`).
     pub venvs_root: PathBuf,
+    /// The native-module functions the owner's guest code may call.
+    pub native: crate::native::Access,
 }
 
 /// Scratch folders: `root/<alias>.<random>` per loaded tool, removed when it goes.

@@ -26,8 +26,9 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
-use crate::config::{Config, LOCAL_TENANT, Quotas, Role, parse_key_hash};
+use crate::config::{Config, LOCAL_TENANT, Policy, Quotas, Role, parse_key_hash};
 use crate::jobs::Jobs;
+use crate::native::NativeModules;
 use crate::registry::{Registry, ScratchQuota, Settings, Shared};
 use crate::sandbox::{LimitOverrides, Limits, Sandbox};
 use failures::FailureWindow;
@@ -98,7 +99,12 @@ pub struct Tenants {
 
 impl Tenants {
     /// Builds every tenant's registry from the config.
-    pub fn build(config: &Config, sandbox: &Sandbox, shared: &Shared) -> anyhow::Result<Self> {
+    pub fn build(
+        config: &Config,
+        sandbox: &Sandbox,
+        shared: &Shared,
+        native: &NativeModules,
+    ) -> anyhow::Result<Self> {
         let scratch_root = config.data_dir.join("scratch");
         let failures = FailureWindow::new(config.http.auth_failures_per_minute);
         let server_limits = |q: &Quotas| Quotas {
@@ -111,16 +117,20 @@ impl Tenants {
             config,
             sandbox,
             shared,
+            native,
             scratch_root: &scratch_root,
         };
         if config.tenants.is_empty() {
             let tenant = Arc::new(make_tenant(
-                LOCAL_TENANT,
-                Role::Admin,
-                &config.scripts_dir,
-                &server_limits(&config.quotas),
-                config.limits,
-                LimitOverrides::default(),
+                TenantSpec {
+                    id: LOCAL_TENANT,
+                    role: Role::Admin,
+                    scripts_dir: &config.scripts_dir,
+                    quotas: &server_limits(&config.quotas),
+                    limits: config.limits,
+                    defaults: LimitOverrides::default(),
+                    policy: &config.policy,
+                },
                 parts,
             )?);
             return Ok(Self {
@@ -150,12 +160,15 @@ impl Tenants {
         let mut keys = Vec::new();
         for declared in &config.tenants {
             let tenant = Arc::new(make_tenant(
-                &declared.id,
-                declared.role,
-                &declared.scripts_dir,
-                &server_limits(&declared.quotas),
-                declared.limits.unwrap_or(config.limits),
-                declared.default_limits,
+                TenantSpec {
+                    id: &declared.id,
+                    role: declared.role,
+                    scripts_dir: &declared.scripts_dir,
+                    quotas: &server_limits(&declared.quotas),
+                    limits: declared.limits.unwrap_or(config.limits),
+                    defaults: declared.default_limits,
+                    policy: &declared.policy,
+                },
                 parts,
             )?);
             for hash in &declared.api_key_sha256 {
@@ -229,18 +242,31 @@ struct TenantParts<'a> {
     config: &'a Config,
     sandbox: &'a Sandbox,
     shared: &'a Shared,
+    native: &'a NativeModules,
     scratch_root: &'a Path,
 }
 
-fn make_tenant(
-    id: &str,
+/// One tenant's own settings.
+struct TenantSpec<'a> {
+    id: &'a str,
     role: Role,
-    scripts_dir: &Path,
-    quotas: &Quotas,
+    scripts_dir: &'a Path,
+    quotas: &'a Quotas,
     limits: Limits,
     defaults: LimitOverrides,
-    parts: TenantParts<'_>,
-) -> anyhow::Result<Tenant> {
+    policy: &'a Policy,
+}
+
+fn make_tenant(spec: TenantSpec<'_>, parts: TenantParts<'_>) -> anyhow::Result<Tenant> {
+    let TenantSpec {
+        id,
+        role,
+        scripts_dir,
+        quotas,
+        limits,
+        defaults,
+        policy,
+    } = spec;
     let scripts = scripts_dir
         .canonicalize()
         .with_context(|| format!("tenant {id:?}: scripts directory {}", scripts_dir.display()))?;
@@ -261,6 +287,10 @@ fn make_tenant(
             scratch,
             max_open_files: quotas.max_open_files,
             venvs_root: parts.config.data_dir.join("envs").join(id),
+            native: crate::native::Access {
+                modules: parts.native.clone(),
+                policy: policy.clone(),
+            },
         },
         parts.shared.clone(),
     );

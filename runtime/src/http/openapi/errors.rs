@@ -164,6 +164,41 @@ pub const ERROR_CODES: &[CodeDoc] = &[
         "(in a job's `error`) the job was cancelled; the instance was replaced",
     ),
     code(
+        "invalid_manifest",
+        422,
+        "`/module/*`: the module's `module.json` is invalid; the message names the field",
+    ),
+    code(
+        "dependency_error",
+        422,
+        "`/module/load`, `reload`: a dependency cycle, a missing module or a version that does not fit; the message names the chain",
+    ),
+    code(
+        "module_load_failed",
+        422,
+        "`/module/load`, `reload`: the library is missing, speaks another ABI version, lacks a declared function, fails its `sha256`, or its init failed",
+    ),
+    code(
+        "module_in_use",
+        409,
+        "`/module/unload`, `disable`: loaded modules depend on it (`details.dependents`)",
+    ),
+    code(
+        "module_state",
+        409,
+        "`/module/call`, `load`: the module (or a dependency) is not loaded, or is disabled",
+    ),
+    code(
+        "module_error",
+        422,
+        "`/module/call`: the module answered an error, panicked (caught at the ABI boundary) or answered text that is not JSON",
+    ),
+    code(
+        "module_timeout",
+        504,
+        "`/module/call`: no answer within `[native] call_timeout_ms`; the module's thread keeps its call slot until it returns",
+    ),
+    code(
         "not_available",
         501,
         "`installPackage` / `uninstallPackage`: not available yet",

@@ -27,8 +27,8 @@ pub use errors::{
 };
 pub use schemas::{
     CacheStatsSchema, ErrorStrategySchema, Exports, FunctionInfo, JobStatusSchema, JobViewSchema,
-    LimitOverridesSchema, RoleSchema, TargetSchema, TaskRecordSchema, TaskSpecSchema,
-    TaskSummarySchema, ToolInfoSchema, strategy_input,
+    LimitOverridesSchema, ModuleStatusSchema, RoleSchema, TargetSchema, TaskRecordSchema,
+    TaskSpecSchema, TaskSummarySchema, ToolInfoSchema, strategy_input,
 };
 
 use super::error::ApiError;

@@ -297,3 +297,26 @@ pub struct TaskRecordSchema {
     steps: Vec<StepStateSchema>,
     history: Vec<ChangeSchema>,
 }
+
+/// A native module's state and what it offers (`/module/status`, `/module/list`).
+#[derive(ToSchema)]
+#[schema(as = ModuleStatus)]
+pub struct ModuleStatusSchema {
+    /// The module's name (its folder).
+    name: String,
+    /// `unloaded`, `loading`, `loaded`, `error` or `disabled`.
+    state: String,
+    /// Its version (absent when the manifest is invalid).
+    version: Option<String>,
+    /// Why the last load failed, or why the manifest is invalid.
+    error: Option<String>,
+    /// The functions its manifest declares.
+    functions: Vec<String>,
+    /// What it depends on, `name@range`.
+    dependencies: Vec<String>,
+    /// Modules that depend on it.
+    dependents: Vec<String>,
+    /// Calls made to it since the server started, and how many failed.
+    calls: u64,
+    failures: u64,
+}

@@ -278,3 +278,30 @@ fn task_schemas_match_the_task_types() {
         schema_names(TaskRecordSchema::schema())
     );
 }
+
+#[test]
+fn the_module_status_schema_matches_the_loader_type() {
+    use super::schemas::ModuleStatusSchema;
+    use crate::native::{State, Status};
+
+    // Exhaustive: a new state stops this compiling until the schema's description has it.
+    let _ = |state: State| match state {
+        State::Unloaded | State::Loading | State::Loaded | State::Error | State::Disabled => {}
+    };
+    let status = Status {
+        name: "m".into(),
+        state: State::Loaded,
+        version: Some("1.0.0".into()),
+        error: Some("e".into()),
+        functions: vec!["f".into()],
+        dependencies: Vec::new(),
+        dependents: Vec::new(),
+        calls: 1,
+        failures: 0,
+    };
+    assert_eq!(
+        serialised_names(&[status]),
+        schema_names(ModuleStatusSchema::schema()),
+        "the ModuleStatus schema (openapi/schemas.rs) drifted"
+    );
+}
