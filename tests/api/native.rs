@@ -597,3 +597,114 @@ async fn tenants_reach_modules_only_from_guest_code_and_only_as_their_policy_all
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_racing_reloads_and_unloads_never_deadlock() {
+    let server = with_modules(&["astro_native", "astro_report"]).await;
+    server
+        .post("/module/load", json!({"name": "astro_report"}))
+        .await;
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let api = (*server).clone();
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                for _ in 0..25 {
+                    let (status, body) = api
+                        .post(
+                            "/module/call",
+                            json!({"name": "astro_report", "function": "report",
+                                   "args": VEGA_AT_GREENWICH()}),
+                        )
+                        .await;
+                    outcomes.push((status, code(&body).to_owned()));
+                }
+                outcomes
+            })
+        })
+        .collect();
+    for _ in 0..5 {
+        let (status, body) = server
+            .post("/module/reload", json!({"name": "astro_native"}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let all = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        let mut all = Vec::new();
+        for caller in callers {
+            all.extend(caller.await.expect("caller"));
+        }
+        all
+    })
+    .await
+    .expect("every call was answered (no deadlock)");
+    // Each call either ran or met a module between unload and load again.
+    for (status, code) in &all {
+        assert!(
+            *status == StatusCode::OK
+                || (*status == StatusCode::CONFLICT && code == "module_state")
+                || (*status == StatusCode::UNPROCESSABLE_ENTITY && code == "module_error"),
+            "{status} {code}"
+        );
+    }
+    assert!(all.iter().any(|(status, _)| *status == StatusCode::OK));
+    let (_, body) = server
+        .post("/module/status", json!({"name": "astro_report"}))
+        .await;
+    assert_eq!(body["data"]["state"], "loaded");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loaded_and_disabled_modules_are_restored_after_a_restart() {
+    let kept = tempfile::tempdir().expect("tempdir");
+    let (data, modules) = (kept.path().join("data"), kept.path().join("modules"));
+    for name in ["astro_native", "astro_report", "fixture_native"] {
+        install_native_module(&modules, name);
+    }
+    let start = || {
+        let (data, modules) = (data.clone(), modules.clone());
+        TestServer::start_with(move |config| {
+            config.data_dir = data;
+            config.native.modules_dir = modules;
+        })
+    };
+    let server = start().await;
+    server
+        .post("/module/load", json!({"name": "astro_report"}))
+        .await;
+    server
+        .post("/module/disable", json!({"name": "fixture_native"}))
+        .await;
+    server.stop().await;
+
+    let server = start().await;
+    let (_, body) = server.get("/module/list").await;
+    let states: Vec<(&str, &str)> = body["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or(""),
+                m["state"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("astro_native", "loaded"),
+            ("astro_report", "loaded"),
+            ("fixture_native", "disabled")
+        ]
+    );
+    let (status, body) = server
+        .post(
+            "/module/call",
+            json!({"name": "astro_report", "function": "report", "args": VEGA_AT_GREENWICH()}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    server.stop().await;
+}
