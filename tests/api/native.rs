@@ -708,3 +708,53 @@ async fn loaded_and_disabled_modules_are_restored_after_a_restart() {
     assert_eq!(status, StatusCode::OK, "{body}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_step_calls_a_native_function_the_policy_allows() {
+    let server = TestServer::start_with(|config| {
+        install_native_module(&config.native.modules_dir, "astro_native");
+        config.policy.native_functions = vec!["astro_native.sidereal_time".to_owned()];
+    })
+    .await;
+    server
+        .post("/module/load", json!({"name": "astro_native"}))
+        .await;
+    let (status, body) = server
+        .post(
+            "/tasks",
+            json!({"name": "native", "steps": [
+                {"id": "where", "kind": "script", "code": "{'longitude_deg': 15.0}"},
+                {"id": "lst", "kind": "native", "module": "astro_native",
+                 "function": "sidereal_time", "args": {"unix_s": 946_728_000.0},
+                 "inputs": {"longitude_deg": "where.longitude_deg"}},
+                {"id": "refused", "kind": "native", "module": "astro_native",
+                 "function": "altaz", "depends_on": ["lst"], "optional": true}
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["data"]["task_id"].as_str().expect("id").to_owned();
+    let task = crate::tasks::finished(&server, &id).await;
+    let lst = crate::tasks::step(&task, "lst");
+    assert_eq!(lst["status"], "succeeded", "{task}");
+    let local = lst["result"]["local_sidereal_deg"].as_f64().expect("lst");
+    assert!((local - 295.460_618_37).abs() < 1e-6, "{local}");
+    let refused = crate::tasks::step(&task, "refused");
+    assert_eq!(refused["status"], "failed", "{task}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("astro_native.altaz is not allowed")),
+        "{task}"
+    );
+
+    let (status, body) = server
+        .post(
+            "/tasks",
+            json!({"name": "bad", "steps": [
+                {"id": "x", "kind": "native", "module": "Astro!", "function": "f"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    server.stop().await;
+}

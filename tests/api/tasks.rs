@@ -19,7 +19,7 @@ async fn submit(server: &TestServer, task: Value) -> String {
 }
 
 /// Waits until the task has finished; its record.
-async fn finished(server: &TestServer, id: &str) -> Value {
+pub(crate) async fn finished(server: &TestServer, id: &str) -> Value {
     let started = Instant::now();
     loop {
         let (status, body) = server.get(&format!("/tasks/{id}")).await;
@@ -36,7 +36,7 @@ async fn finished(server: &TestServer, id: &str) -> Value {
     }
 }
 
-fn step<'a>(task: &'a Value, id: &str) -> &'a Value {
+pub(crate) fn step<'a>(task: &'a Value, id: &str) -> &'a Value {
     task["steps"]
         .as_array()
         .and_then(|steps| steps.iter().find(|s| s["id"] == id))

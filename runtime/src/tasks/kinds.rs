@@ -57,13 +57,14 @@ pub struct Kinds {
 }
 
 impl Kinds {
-    /// `call` and `script`.
+    /// `call`, `script` and `native`.
     pub fn builtin() -> Self {
         let mut kinds = Self {
             kinds: BTreeMap::new(),
         };
         kinds.register(Arc::new(CallStep));
         kinds.register(Arc::new(ScriptStep));
+        kinds.register(Arc::new(NativeStep));
         kinds
     }
 
@@ -277,6 +278,67 @@ impl Task for ScriptStep {
                 .await
                 .map_err(|e| e.to_string())?;
             step_result(report)
+        })
+    }
+}
+
+/// `native`: a trusted native module's function, `{module, function, args?}`, if the task
+/// owner's policy allows it (the same rule as `scriptbox.native` in guest code). `args` is an
+/// object (default `{}`); the step's inputs are added to it by name.
+pub struct NativeStep;
+
+impl Task for NativeStep {
+    fn kind(&self) -> &'static str {
+        "native"
+    }
+
+    fn validate(
+        &self,
+        params: &BTreeMap<String, Box<RawValue>>,
+        inputs: &[&str],
+    ) -> Result<(), String> {
+        only(params, &["module", "function", "args"])?;
+        let module = text(params, "module")?.ok_or("module is required")?;
+        crate::native::manifest::check_name(&module).map_err(|e| e.to_string())?;
+        let function = text(params, "function")?.ok_or("function is required")?;
+        if !crate::native::manifest::check_function(&function) {
+            return Err("function must be an identifier of at most 64 characters".into());
+        }
+        if !starts(params.get("args").map(|r| &**r), '{') {
+            return Err("args must be an object".into());
+        }
+        if let Some(args) = params.get("args") {
+            let args: BTreeMap<String, Box<RawValue>> =
+                serde_json::from_str(args.get()).map_err(|_| "args must be an object")?;
+            if let Some(both) = inputs.iter().find(|name| args.contains_key(**name)) {
+                return Err(format!("{both:?} is both an input and an argument"));
+            }
+        }
+        Ok(())
+    }
+
+    fn run<'a>(&'a self, ctx: StepContext<'a>) -> StepFuture<'a> {
+        Box::pin(async move {
+            let module = text(ctx.params, "module")?.unwrap_or_default();
+            let function = text(ctx.params, "function")?.unwrap_or_default();
+            let access = &ctx.registry.settings().native;
+            if !access.policy.allows_native(&module, &function) {
+                return Err(format!(
+                    "native function {module}.{function} is not allowed for this task's owner \
+                     (policy native_functions)"
+                ));
+            }
+            let mut args: BTreeMap<String, Box<RawValue>> = match ctx.params.get("args") {
+                Some(raw) => serde_json::from_str(raw.get()).map_err(|e| e.to_string())?,
+                None => BTreeMap::new(),
+            };
+            args.extend(ctx.inputs.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let args = serde_json::to_string(&args).map_err(|e| e.to_string())?;
+            access
+                .modules
+                .call(&module, &function, &args, Some(ctx.within))
+                .await
+                .map_err(|e| e.to_string())
         })
     }
 }

@@ -201,13 +201,14 @@ pub struct TaskSpecSchema {
 }
 
 /// One step: the common fields, and the fields of its kind (`call`: `alias`,
-/// `function_name`, `args`, `kwargs`; `script`: `code` or `script_name`, `args`, `imports`).
+/// `function_name`, `args`, `kwargs`; `script`: `code` or `script_name`, `args`, `imports`;
+/// `native`: `module`, `function`, `args`).
 #[derive(ToSchema)]
 #[schema(as = StepSpec)]
 pub struct StepSpecSchema {
     /// 1-64 of `[A-Za-z0-9_-]`, unique in the task.
     id: String,
-    /// `call`, `script`, or a kind the server added.
+    /// `call`, `script`, `native`, or a kind the server added.
     kind: String,
     /// Steps that must finish first.
     depends_on: Option<Vec<String>>,
@@ -226,7 +227,8 @@ pub struct StepSpecSchema {
     alias: Option<String>,
     /// `call`: the function.
     function_name: Option<String>,
-    /// `call`: positional arguments (an array); `script`: bound as the variable `args`.
+    /// `call`: positional arguments (an array); `script`: bound as the variable `args`;
+    /// `native`: the function's arguments (an object; the inputs are added to it).
     #[schema(value_type = Option<Object>)]
     args: Option<serde_json::Value>,
     /// `call`: keyword arguments (an object).
@@ -238,6 +240,10 @@ pub struct StepSpecSchema {
     script_name: Option<String>,
     /// `script`: module names imported first.
     imports: Option<Vec<String>>,
+    /// `native`: the native module.
+    module: Option<String>,
+    /// `native`: the module's function.
+    function: Option<String>,
 }
 
 /// A task as listed.
