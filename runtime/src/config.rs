@@ -55,6 +55,11 @@
 //! max_concurrent_calls = 4
 //! call_timeout_ms = 10000
 //!
+//! [packages]          # installPackage: pip runs as a subprocess, never through a shell
+//! python = "python3"
+//! timeout_s = 120
+//! max_concurrent_installs = 2
+//!
 //! [limits]            # defaults and maxima per call / instance; a load may lower them
 //! fuel = 2000000000
 //! deadline_ms = 10000
@@ -121,6 +126,33 @@ pub struct Config {
     pub policy: Policy,
     /// Trusted native modules (`modules/`).
     pub native: NativeConfig,
+    /// `installPackage`: how pip is run.
+    pub packages: PackagesConfig,
+}
+
+/// How `installPackage` runs pip (as a subprocess, never through a shell).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PackagesConfig {
+    /// The Python that runs `-m pip download` (on the host; only downloads, never installs).
+    pub python: PathBuf,
+    /// A folder of wheels to install from instead of the package index (offline servers).
+    pub find_links: Option<PathBuf>,
+    /// The longest one pip run may take.
+    pub timeout_s: u64,
+    /// pip runs at once, all tenants together; other installs wait.
+    pub max_concurrent_installs: usize,
+}
+
+impl Default for PackagesConfig {
+    fn default() -> Self {
+        Self {
+            python: PathBuf::from("python3"),
+            find_links: None,
+            timeout_s: 120,
+            max_concurrent_installs: 2,
+        }
+    }
 }
 
 /// What a tenant's tools may reach beyond their sandbox. Everything is off by default.
@@ -130,6 +162,13 @@ pub struct Policy {
     /// Native-module functions the tenant's guest code may call (`scriptbox.native`), each
     /// `"module.function"` or `"module.*"`.
     pub native_functions: Vec<String>,
+    /// May install pure-Python packages for its sandboxes (`installPackage`; admins always
+    /// may).
+    pub install_packages: bool,
+    /// A tool whose `get_tool_info()["requirements"]` names packages that are missing gets
+    /// them installed at load (needs `install_packages`), instead of a `missing_requirements`
+    /// refusal.
+    pub auto_install_requirements: bool,
 }
 
 impl Policy {
@@ -246,6 +285,9 @@ pub struct Quotas {
     /// Bytes of step results the tenant's kept tasks may hold; past it new tasks and resumes
     /// get 429 `too_many_tasks` until finished ones are deleted.
     pub task_store_bytes: u64,
+    /// Bytes of installed packages (all the tenant's environments together); past it
+    /// `installPackage` gets 507 `quota_exceeded`.
+    pub packages_bytes: u64,
 }
 
 impl Default for Quotas {
@@ -264,6 +306,7 @@ impl Default for Quotas {
             max_running_tasks: 8,
             max_tasks: 10_000,
             task_store_bytes: 256 << 20,
+            packages_bytes: 256 << 20,
         }
     }
 }
@@ -349,6 +392,7 @@ impl Default for Config {
             tenants: Vec::new(),
             policy: Policy::default(),
             native: NativeConfig::default(),
+            packages: PackagesConfig::default(),
         }
     }
 }
@@ -395,6 +439,11 @@ impl Config {
         self.validate_http()?;
         validate_quotas(&self.quotas).context("config [quotas]")?;
         self.policy.validate().context("config [policy]")?;
+        if !(1..=3600).contains(&self.packages.timeout_s)
+            || !(1..=16).contains(&self.packages.max_concurrent_installs)
+        {
+            bail!("config [packages]: timeout_s must be 1-3600 and max_concurrent_installs 1-16");
+        }
         if self.native.max_concurrent_calls == 0
             || self.native.max_concurrent_calls > 256
             || self.native.call_timeout_ms == 0

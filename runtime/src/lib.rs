@@ -33,6 +33,7 @@ pub mod guest;
 pub mod http;
 pub mod jobs;
 pub mod native;
+pub mod packages;
 pub mod protocol;
 pub mod registry;
 pub mod sandbox;

@@ -40,6 +40,8 @@ pub struct Server {
     pub http: HttpLimits,
     /// The trusted native modules (`modules/`).
     pub native: NativeModules,
+    /// `installPackage`'s installer.
+    pub packages: Arc<crate::packages::Packages>,
 }
 
 impl Server {
@@ -86,6 +88,10 @@ impl Server {
             max_body_bytes: config.max_body_bytes,
             http: config.http.clone(),
             native,
+            packages: Arc::new(crate::packages::Packages::new(
+                &config.packages,
+                &config.data_dir,
+            )),
         })
     }
 
@@ -103,6 +109,7 @@ impl Server {
             body_timeout: Duration::from_millis(self.http.body_read_timeout_ms),
             tasks: Arc::clone(&self.tasks),
             native: self.native.clone(),
+            packages: Arc::clone(&self.packages),
         });
         let connections = Arc::new(Semaphore::new(self.http.max_connections));
         let per_address = PerAddress::new(self.http.max_connections_per_ip);

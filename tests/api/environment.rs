@@ -81,15 +81,3 @@ async fn paths_outside_the_grants_are_forbidden() {
     let (status, body) = server.post("/python/addSysPath", json!({})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn package_routes_say_not_yet() {
-    let server = TestServer::start().await;
-    for route in ["/python/installPackage", "/python/uninstallPackage"] {
-        let (status, body) = server
-            .post(route, json!({"package_name": "requests; rm -rf /"}))
-            .await;
-        assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{body}");
-        assert_eq!(code(&body), "not_available");
-    }
-}

@@ -20,6 +20,7 @@ mod namespace;
 mod native;
 mod objects;
 mod openapi;
+mod packages;
 mod performance;
 mod sandbox;
 mod tasks;

@@ -97,43 +97,6 @@ pub async fn add_sys_path(
     }))
 }
 
-/// Install a package: not available yet.
-///
-/// Answers `501 not_available`: the interpreter bundles numpy, pandas, scipy and about 60
-/// other packages; installing more for the sandbox comes with the packages issue. Takes no
-/// body; one sent is ignored.
-#[utoipa::path(
-    post,
-    path = "/installPackage",
-    responses((status = 501, description = "`not_available`: installing packages is not available yet", body = ErrorEnvelope))
-)]
-pub async fn install_package() -> ApiError {
-    packages_unavailable()
-}
-
-/// Uninstall a package: not available yet.
-///
-/// Answers `501 not_available`, as `installPackage`. Takes no body; one sent is ignored.
-#[utoipa::path(
-    post,
-    path = "/uninstallPackage",
-    responses((status = 501, description = "`not_available`: installing packages is not available yet", body = ErrorEnvelope))
-)]
-pub async fn uninstall_package() -> ApiError {
-    packages_unavailable()
-}
-
-/// `installPackage` / `uninstallPackage`: not available until packages can be installed for
-/// the sandbox (without ever running `pip` through a shell, as the original did).
-fn packages_unavailable() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "not_available",
-        "installing packages is not available yet; the interpreter already bundles numpy, \
-         pandas, scipy and about 60 other packages (python-wasm/dist/MANIFEST)",
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,6 +48,10 @@ async fn discover_one(tenant: &Tenant, alias: &str) -> Result<Exports, ApiError>
         .run(alias, Op::Exports)
         .await
         .map_err(|err| registry_error(&tenant.id, err))?;
+    exports_of(report, alias)
+}
+
+fn exports_of(report: crate::registry::CallReport, alias: &str) -> Result<Exports, ApiError> {
     let Success(data) = call_result(report, alias, "get_tool_info")?;
     serde_json::from_str(data.result.get()).map_err(|err| {
         ApiError::new(

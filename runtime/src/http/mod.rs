@@ -20,6 +20,7 @@ mod modules;
 mod namespace;
 mod objects;
 mod openapi;
+mod packages;
 mod performance;
 mod python;
 mod tasks;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub tasks: Arc<crate::tasks::Service>,
     /// The trusted native modules.
     pub native: crate::native::NativeModules,
+    /// The package installer.
+    pub packages: Arc<crate::packages::Packages>,
 }
 
 /// Every route, with its layers. The routes are collected through `utoipa_axum`, so the
@@ -87,8 +90,9 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(execute::with_logging))
         .routes(routes!(execute::with_profiling))
         .routes(routes!(environment::add_sys_path))
-        .routes(routes!(environment::install_package))
-        .routes(routes!(environment::uninstall_package))
+        .routes(routes!(packages::install_package))
+        .routes(routes!(packages::uninstall_package))
+        .routes(routes!(packages::list_packages))
         .routes(routes!(batch::set_strategy))
         .routes(routes!(globals::to_global))
         .routes(routes!(globals::from_global))
@@ -99,7 +103,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(environment::create_venv))
         .routes(routes!(environment::activate_venv))
         .routes(routes!(jobs::get_job, jobs::delete_job));
-    let python = behind_key(python, &state);
+    let python = behind_key(python, &state).layer(axum::Extension(Arc::clone(&state.packages)));
     let high_level = OpenApiRouter::default()
         .routes(routes!(high_level::execute))
         .routes(routes!(high_level::execute_file))

@@ -82,6 +82,7 @@ pub struct CallBody {
 
 pub async fn load(
     Extension(Caller(tenant)): Authed,
+    Extension(packages): Extension<std::sync::Arc<crate::packages::Packages>>,
     JsonBody(body): JsonBody<LoadBody>,
 ) -> Result<Success<ToolInfo>, ApiError> {
     let overrides = body.limits.unwrap_or_default();
@@ -90,6 +91,11 @@ pub async fn load(
         .load(&body.script_name, &body.alias, &overrides)
         .await
         .map_err(|err| registry_error(&tenant.id, err))?;
+    if let Err(err) = super::packages::check_requirements(&tenant, &packages, &info.alias).await {
+        // A tool that cannot run is not kept loaded.
+        let _ = tenant.registry.unload(&info.alias);
+        return Err(err);
+    }
     audit::tool_event(&tenant.id, "tool_loaded", &info.alias);
     Ok(Success(info))
 }

@@ -263,6 +263,7 @@ impl JobHost<'_> {
             cancel: Some(cancelled),
             chain,
             within: None,
+            counted: true,
         })
         .map_err(|e| e.to_string())?;
         let report = answer

@@ -36,7 +36,7 @@ use crate::sandbox::{
 pub use cache::{CacheStats, DEFAULT_TTL, MAX_TTL};
 pub use host::{Functions, Globals, GlobalsError, MAX_FUNCTIONS, Target, check_global};
 pub use names::{NameError, check_alias, check_function, check_script, check_variable};
-pub use venvs::{MAX_VENVS, check_venv};
+pub use venvs::{DEFAULT_VENV, MAX_VENVS, check_venv};
 
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -219,7 +219,7 @@ pub const MAX_SYS_PATHS: usize = 16;
 
 impl Registry {
     pub fn new(sandbox: Sandbox, settings: Settings, shared: Shared) -> Self {
-        let venv = venvs::recorded(&settings.venvs_root);
+        let venv = venvs::effective(&settings.venvs_root);
         Self {
             calls: Arc::new(Semaphore::new(settings.max_concurrent_calls)),
             sandbox,
@@ -478,6 +478,24 @@ impl Registry {
         self.run_job(alias, op, None, None).await
     }
 
+    /// As [`Registry::run`], without counting it in the tool's `calls`: for the server's own
+    /// checks (a tool's requirements at load), which a client did not ask for.
+    pub async fn run_uncounted(&self, alias: &str, op: Op) -> Result<CallReport, RegistryError> {
+        let tool = self.get(alias)?;
+        let permits = self.admit_call()?;
+        let (reply, answer) = oneshot::channel();
+        tool.submit(Job::Run {
+            op,
+            reply,
+            permits,
+            cancel: None,
+            chain: Vec::new(),
+            within: None,
+            counted: false,
+        })?;
+        answer.await.map_err(|_| RegistryError::Unloaded)?
+    }
+
     /// As [`Registry::run`]; a message on `cancel` stops the guest mid-call (the instance is
     /// replaced and the call answered [`Fault::Cancelled`]). Dropping the sender does not
     /// cancel.
@@ -551,6 +569,7 @@ impl Registry {
             cancel,
             chain: Vec::new(),
             within,
+            counted: true,
         })?;
         answer.await.map_err(|_| RegistryError::Unloaded)?
     }
@@ -635,6 +654,36 @@ impl Registry {
         let venv = venvs::activate(&self.settings.venvs_root, name)?;
         paths.venv.clone_from(&venv);
         Ok(venv)
+    }
+
+    /// Where packages go: environment `name` (which must exist), or the `default` one, made
+    /// on first use (and mounted from then on while no other is active).
+    pub fn package_env(&self, name: Option<&str>) -> Result<Venv, RegistryError> {
+        let root = &self.settings.venvs_root;
+        if let Some(name) = name {
+            check_venv(name)?;
+            return venvs::existing(root, name).ok_or(RegistryError::VenvNotFound);
+        }
+        let (venv, _) = venvs::create(root, venvs::DEFAULT_VENV)?;
+        let mut paths = lock(&self.paths);
+        if paths.venv.is_none() {
+            paths.venv = Some(venv.clone());
+        }
+        Ok(venv)
+    }
+
+    /// The environment instances started now mount, if any.
+    pub fn mounted_venv(&self) -> Option<Venv> {
+        lock(&self.paths).venv.clone()
+    }
+
+    /// Every environment of the owner (for the package quota).
+    pub fn all_venvs(&self) -> Vec<Venv> {
+        let root = &self.settings.venvs_root;
+        venvs::list(root)
+            .iter()
+            .filter_map(|name| venvs::existing(root, name))
+            .collect()
     }
 
     /// The owner's environments, and the active one.
@@ -853,6 +902,8 @@ enum Job {
         chain: Vec<String>,
         /// A lower deadline for this job than the tool's.
         within: Option<std::time::Duration>,
+        /// Whether it counts in the tool's `calls` (the server's own checks do not).
+        counted: bool,
     },
     Reload {
         reply: oneshot::Sender<Result<(), RegistryError>>,
@@ -975,8 +1026,9 @@ impl Actor {
                     cancel,
                     chain,
                     within,
+                    counted,
                 } => {
-                    let result = self.call(&op, cancel, chain, within).await;
+                    let result = self.call(&op, cancel, chain, within, counted).await;
                     self.last_used = std::time::Instant::now();
                     let replace = self.instance.is_none();
                     let _ = reply.send(result);
@@ -1022,6 +1074,7 @@ impl Actor {
         cancel: Option<oneshot::Receiver<()>>,
         chain: Vec<String>,
         within: Option<std::time::Duration>,
+        counted: bool,
     ) -> Result<CallReport, RegistryError> {
         if let Some(name) = op.object_needed()
             && self.lost.contains(name)
@@ -1042,7 +1095,9 @@ impl Actor {
                 cached: false,
             });
         }
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        if counted {
+            self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        }
         let mut state_reset = false;
         if self.instance.is_none() {
             // The last respawn failed (the script changed on disk?): try once more, and say

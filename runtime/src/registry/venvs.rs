@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 
 use super::{NameError, RegistryError, Venv, check_alias, create_private_dir};
 
+/// The environment packages go to when none is named, and the one instances mount when
+/// none is active.
+pub const DEFAULT_VENV: &str = "default";
+
 /// Most environments per owner.
 pub const MAX_VENVS: usize = 16;
 const ACTIVE_FILE: &str = "ACTIVE";
@@ -69,7 +73,7 @@ pub fn activate(root: &Path, name: Option<&str>) -> Result<Option<Venv>, Registr
     let chosen = match name {
         Some(name) if root.join(name).join(SITE_PACKAGES).is_dir() => Some(venv(root, name)),
         Some(_) => return Err(RegistryError::VenvNotFound),
-        None => None,
+        None => effective_default(root),
     };
     create_private_dir(root).map_err(|err| host_error(err, "creating the environments folder"))?;
     let record = root.join(ACTIVE_FILE);
@@ -84,12 +88,32 @@ pub fn activate(root: &Path, name: Option<&str>) -> Result<Option<Venv>, Registr
     Ok(chosen)
 }
 
+/// The environment instances mount: the active one, else `default` if it exists.
+pub fn effective(root: &Path) -> Option<Venv> {
+    recorded(root).or_else(|| {
+        root.join(DEFAULT_VENV)
+            .join(SITE_PACKAGES)
+            .is_dir()
+            .then(|| venv(root, DEFAULT_VENV))
+    })
+}
+
+/// Environment `name` if it exists.
+pub fn existing(root: &Path, name: &str) -> Option<Venv> {
+    (check_venv(name).is_ok() && root.join(name).join(SITE_PACKAGES).is_dir())
+        .then(|| venv(root, name))
+}
+
 /// The recorded active environment, if it still exists.
 pub fn recorded(root: &Path) -> Option<Venv> {
     let name = std::fs::read_to_string(root.join(ACTIVE_FILE)).ok()?;
     let name = name.trim();
     (check_venv(name).is_ok() && root.join(name).join(SITE_PACKAGES).is_dir())
         .then(|| venv(root, name))
+}
+
+fn effective_default(root: &Path) -> Option<Venv> {
+    existing(root, DEFAULT_VENV)
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -50,6 +50,10 @@ pub struct Tenant {
     pub max_running_tasks: usize,
     pub max_tasks: usize,
     pub task_store_bytes: u64,
+    /// Bytes of installed packages all its environments may hold.
+    pub packages_bytes: u64,
+    /// What its tools may reach beyond the sandbox, and whether it may install packages.
+    pub policy: Policy,
     rate: DefaultDirectRateLimiter,
 }
 
@@ -307,6 +311,8 @@ fn make_tenant(spec: TenantSpec<'_>, parts: TenantParts<'_>) -> anyhow::Result<T
         max_running_tasks: quotas.max_running_tasks,
         max_tasks: quotas.max_tasks,
         task_store_bytes: quotas.task_store_bytes,
+        packages_bytes: quotas.packages_bytes,
+        policy: policy.clone(),
         rate: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
     })
 }

@@ -199,9 +199,104 @@ pub const ERROR_CODES: &[CodeDoc] = &[
         "`/module/call`: no answer within `[native] call_timeout_ms`; the module's thread keeps its call slot until it returns",
     ),
     code(
-        "not_available",
-        501,
-        "`installPackage` / `uninstallPackage`: not available yet",
+        "invalid_package_name",
+        400,
+        "`installPackage`, `uninstallPackage`: not a PEP 508 name (checked before pip runs)",
+    ),
+    code(
+        "invalid_version",
+        400,
+        "`installPackage`: not a version or PEP 440 specifier list",
+    ),
+    code(
+        "package_not_found",
+        404,
+        "`installPackage`: no such package on the index (or in `find_links`)",
+    ),
+    code(
+        "no_such_version",
+        404,
+        "`installPackage`: no release matches the version; the message lists available ones",
+    ),
+    code(
+        "not_installed",
+        404,
+        "`uninstallPackage`: the package is not installed in that environment",
+    ),
+    code(
+        "already_available",
+        409,
+        "`installPackage`: the package is built into the interpreter (numpy, pandas, scipy…)",
+    ),
+    code(
+        "file_conflict",
+        409,
+        "`installPackage`: a file of the package belongs to another installed package",
+    ),
+    code(
+        "native_only",
+        422,
+        "`installPackage`: the package (or a dependency) ships only compiled extensions, which cannot run in the sandbox",
+    ),
+    code(
+        "source_only",
+        422,
+        "`installPackage`: the package publishes only source archives; building them would run its code",
+    ),
+    code(
+        "unsupported_python",
+        422,
+        "`installPackage`: no release supports the sandbox's Python (3.15)",
+    ),
+    code(
+        "dependency_conflict",
+        422,
+        "`installPackage`: the dependencies cannot be satisfied together (e.g. a pin against a built-in package)",
+    ),
+    code(
+        "unsafe_wheel",
+        422,
+        "`installPackage`: a wheel has a path outside its folder, a link, or a duplicate entry",
+    ),
+    code(
+        "invalid_wheel",
+        422,
+        "`installPackage`: a wheel is malformed",
+    ),
+    code(
+        "too_large",
+        422,
+        "`installPackage`: a wheel or the install passes the size or file-count limits",
+    ),
+    code(
+        "missing_requirements",
+        422,
+        "`load`: the tool's `get_tool_info()[\"requirements\"]` names packages its sandbox lacks (`details.missing`)",
+    ),
+    code(
+        "quota_exceeded",
+        507,
+        "`installPackage`: the tenant's packages would pass `packages_bytes`",
+    ),
+    code(
+        "no_network",
+        503,
+        "`installPackage`: the package index cannot be reached",
+    ),
+    code(
+        "pip_unavailable",
+        503,
+        "`installPackage`: pip is not installed on the server",
+    ),
+    code(
+        "pip_failed",
+        502,
+        "`installPackage`: pip failed for another reason (the log has its output)",
+    ),
+    code(
+        "pip_timeout",
+        504,
+        "`installPackage`: pip did not finish within `[packages] timeout_s`",
     ),
     code(
         "log_full",

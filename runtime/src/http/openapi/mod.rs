@@ -4,7 +4,7 @@
 //! /openapi.json` and, rendered to self-contained HTML, as `GET /docs`. Both are built once,
 //! when the router is.
 
-mod errors;
+pub(super) mod errors;
 mod html;
 mod schemas;
 
