@@ -11,6 +11,8 @@
 //! max_tools = 64               # loaded tools, all tenants together
 //! max_concurrent_calls = 128   # calls in flight, all tenants together (past it: 503)
 //! queue_depth = 32
+//! isolated_pool_per_tool = 2   # pre-warmed instances per isolated tool (mode: "isolated")
+//! isolated_pool_total = 16     # all isolated tools together
 //! max_body_bytes = 1048576
 //!
 //! [http]
@@ -110,6 +112,11 @@ pub struct Config {
     pub max_concurrent_calls: usize,
     /// Calls waiting for one tool beyond the one running; past it calls get 503 `busy`.
     pub queue_depth: usize,
+    /// Pre-warmed instances kept per isolated tool (`mode: "isolated"`); 0: every call starts
+    /// its own.
+    pub isolated_pool_per_tool: usize,
+    /// Pre-warmed instances kept by all isolated tools together.
+    pub isolated_pool_total: usize,
     /// Largest request body.
     pub max_body_bytes: usize,
     /// Per-call and per-instance limits (defaults and maxima).
@@ -142,6 +149,9 @@ pub struct PackagesConfig {
     pub timeout_s: u64,
     /// pip runs at once, all tenants together; other installs wait.
     pub max_concurrent_installs: usize,
+    /// Most bytes one install may download (the package, its dependencies and pip's
+    /// temporary files); past it pip is killed and the install refused (`too_large`).
+    pub max_download_bytes: u64,
 }
 
 impl Default for PackagesConfig {
@@ -151,6 +161,7 @@ impl Default for PackagesConfig {
             find_links: None,
             timeout_s: 120,
             max_concurrent_installs: 2,
+            max_download_bytes: 256 << 20,
         }
     }
 }
@@ -379,6 +390,8 @@ impl Default for Config {
             max_tools: 64,
             max_concurrent_calls: 128,
             queue_depth: 32,
+            isolated_pool_per_tool: 2,
+            isolated_pool_total: 16,
             max_body_bytes: 1 << 20,
             limits: Limits::default(),
             start: StartLimits::default(),
@@ -433,6 +446,9 @@ impl Config {
         if self.max_tools == 0 || self.queue_depth == 0 || self.max_concurrent_calls == 0 {
             bail!("config: max_tools, max_concurrent_calls and queue_depth must be above 0");
         }
+        if self.isolated_pool_per_tool > 64 || self.isolated_pool_total > 4096 {
+            bail!("config: isolated_pool_per_tool may be at most 64 and isolated_pool_total 4096");
+        }
         if self.max_body_bytes < 1024 {
             bail!("config: max_body_bytes must be at least 1024");
         }
@@ -441,8 +457,11 @@ impl Config {
         self.policy.validate().context("config [policy]")?;
         if !(1..=3600).contains(&self.packages.timeout_s)
             || !(1..=16).contains(&self.packages.max_concurrent_installs)
+            || self.packages.max_download_bytes < (64 << 10)
         {
-            bail!("config [packages]: timeout_s must be 1-3600 and max_concurrent_installs 1-16");
+            bail!(
+                "config [packages]: timeout_s must be 1-3600, max_concurrent_installs 1-16 and max_download_bytes at least 64 KiB"
+            );
         }
         if self.native.max_concurrent_calls == 0
             || self.native.max_concurrent_calls > 256

@@ -67,6 +67,7 @@ impl Packages {
                     .clone()
                     .map_or(Source::Index, Source::Local),
                 timeout: Duration::from_secs(config.timeout_s),
+                max_download_bytes: config.max_download_bytes,
                 ..Fetcher::default()
             },
             limits: Limits::default(),
@@ -91,15 +92,26 @@ impl Packages {
             }
             .into());
         }
-        let venv = registry.package_env(env)?;
-        let others = other_envs(registry, &venv);
-        let _slot = Arc::clone(&self.pip_runs)
+        // One install or uninstall per tenant at a time, so the quota is summed and spent
+        // under one lock; and at most `max_concurrent_installs` pip runs server-wide. Both
+        // guards move into the blocking work: a client that hangs up does not free them
+        // while pip still runs.
+        let tenant_turn = Arc::clone(&registry.install_lock).lock_owned().await;
+        let slot = Arc::clone(&self.pip_runs)
             .acquire_owned()
             .await
             .map_err(|err| InstallError::Thread(err.to_string()))?;
+        // Without a name, the environment the tenant's tools mount (else `default`).
+        let env = env
+            .map(str::to_owned)
+            .or_else(|| registry.mounted_venv().map(|v| v.name));
+        let venv = registry.package_env(env.as_deref())?;
+        let others = other_envs(registry, &venv);
         let this = Arc::clone(self);
         let env_name = venv.name.clone();
         blocking(move || {
+            let _turn = tenant_turn;
+            let _slot = slot;
             let used_elsewhere = sites_bytes(&others)?;
             std::fs::create_dir_all(&this.downloads).map_err(|source| PackageError::Io {
                 what: "preparing the download folder",
@@ -135,8 +147,12 @@ impl Packages {
         name: &str,
     ) -> Result<(String, Installed), InstallError> {
         let name = scriptbox_packages::normalize_name(name)?;
-        let venv = match env {
-            Some(_) => registry.package_env(env)?,
+        let turn = Arc::clone(&registry.install_lock).lock_owned().await;
+        let env = env
+            .map(str::to_owned)
+            .or_else(|| registry.mounted_venv().map(|v| v.name));
+        let venv = match env.as_deref() {
+            Some(env) => registry.package_env(Some(env))?,
             None => registry
                 .all_venvs()
                 .into_iter()
@@ -144,6 +160,7 @@ impl Packages {
                 .ok_or(PackageError::NotInstalled { name: name.clone() })?,
         };
         blocking(move || {
+            let _turn = turn;
             let removed = Site::open(&venv.site_packages)?.uninstall(&name)?;
             Ok((venv.name, removed))
         })

@@ -73,7 +73,12 @@ impl Server {
             driver,
         };
         let sandbox = Sandbox::new(engine, mounts, config.start)?;
-        let shared = Shared::new(config.max_tools, config.max_concurrent_calls);
+        let shared = Shared::with_pools(
+            config.max_tools,
+            config.max_concurrent_calls,
+            config.isolated_pool_per_tool,
+            config.isolated_pool_total,
+        );
         let native = NativeModules::new(crate::native::Settings {
             dir: config.native.modules_dir.clone(),
             data_dir: config.data_dir.clone(),

@@ -87,6 +87,16 @@ fn offline_wheels(dir: &Path) {
         &[("sbx_native/__init__.py", "")],
         &[],
     );
+    // Larger than the tests' download budget (128 KiB).
+    let big = "#".repeat(300_000);
+    wheel(
+        dir,
+        "sbx_big",
+        "1.0.0",
+        "py3-none-any",
+        &[("sbx_big/__init__.py", big.as_str())],
+        &[],
+    );
     // A wheel that writes outside its folder.
     wheel(
         dir,
@@ -106,6 +116,7 @@ async fn offline_server(adjust: impl FnOnce(&mut scriptbox::config::Config, &Pat
         let wheels = dir.join("wheels");
         offline_wheels(&wheels);
         config.packages.find_links = Some(wheels);
+        config.packages.max_download_bytes = 128 << 10;
         adjust(config, dir);
     })
     .await
@@ -255,6 +266,7 @@ async fn native_only_built_in_unknown_and_zip_slip_packages_are_refused_clearly(
         ("pandas", StatusCode::CONFLICT, "already_available"),
         ("sbx_nowhere", StatusCode::NOT_FOUND, "package_not_found"),
         ("sbx_slip", StatusCode::UNPROCESSABLE_ENTITY, "unsafe_wheel"),
+        ("sbx_big", StatusCode::UNPROCESSABLE_ENTITY, "too_large"),
     ];
     for (name, status_wanted, code_wanted) in cases {
         let (status, body) = server

@@ -9,8 +9,16 @@ use scriptbox_module::{Value, json};
 /// The configured lowest useful altitude, as `f64` bits (set once by init).
 static MIN_ALTITUDE_BITS: AtomicU64 = AtomicU64::new(0);
 
-/// Reads `{"min_altitude_deg": <number>}` from the module's `config.json`.
+/// Reads `{"min_altitude_deg": <number>}` from the module's `config.json`, and checks that
+/// its dependency answers (a module may call its dependencies from its init).
 fn init(config: Value) -> Result<(), String> {
+    let host = scriptbox_module::host().ok_or("no host table")?;
+    host.call(
+        "astro_native",
+        "sidereal_time",
+        &json!({"unix_s": 0.0, "longitude_deg": 0.0}),
+    )
+    .map_err(|err| format!("astro_native does not answer: {err}"))?;
     let min = match config.get("min_altitude_deg") {
         None => 0.0,
         Some(value) => value

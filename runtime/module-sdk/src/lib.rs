@@ -188,10 +188,15 @@ pub unsafe fn __init(
     answer(out, out_len, || {
         // SAFETY: the host passes its config buffer (ABI contract).
         let config = unsafe { read_json(config, config_len) }?;
-        if !api.is_null() {
-            *HOST.lock().unwrap_or_else(|poison| poison.into_inner()) = Some(Host { api });
+        // The host table is valid only once init succeeded (a failed init gets no shutdown,
+        // and its table is freed), so it is published after, and withdrawn on failure.
+        let host = (!api.is_null()).then_some(Host { api });
+        *HOST.lock().unwrap_or_else(|poison| poison.into_inner()) = host;
+        let outcome = init(config);
+        if outcome.is_err() {
+            *HOST.lock().unwrap_or_else(|poison| poison.into_inner()) = None;
         }
-        init(config).map(|()| Value::Null)
+        outcome.map(|()| Value::Null)
     })
 }
 

@@ -75,6 +75,9 @@ pub struct Fetcher {
     pub timeout: Duration,
     /// The sandbox's Python version, `major.minor`.
     pub python_version: String,
+    /// Most bytes one pip run may download (its temporary files included); past it pip is
+    /// killed and the install refused as too large.
+    pub max_download_bytes: u64,
 }
 
 impl Default for Fetcher {
@@ -84,6 +87,7 @@ impl Default for Fetcher {
             source: Source::Index,
             timeout: Duration::from_secs(120),
             python_version: "3.15".to_string(),
+            max_download_bytes: 256 << 20,
         }
     }
 }
@@ -144,12 +148,26 @@ impl Fetcher {
         // pip cannot read it as an option.
         args.push(req.pip_arg().into());
 
-        let out = self.run_pip(args, &work, deadline)?;
+        let watched = [work.path().to_path_buf(), dest.clone()];
+        let out = self.run_pip_within(args, &work, deadline, &watched)?;
         log_output(&req.pip_arg(), "download", &out);
         if out.timed_out {
             return Err(self.timeout_error());
         }
+        if out.too_large {
+            return Err(PackageError::TooLarge(format!(
+                "the download passed {} MiB",
+                self.max_download_bytes >> 20
+            )));
+        }
         if out.success() {
+            // A download that finished between two polls is measured here.
+            if process::tree_bytes(std::slice::from_ref(&dest)) > self.max_download_bytes {
+                return Err(PackageError::TooLarge(format!(
+                    "the download passed {} MiB",
+                    self.max_download_bytes >> 20
+                )));
+            }
             return collect_wheels(&dest);
         }
         let failure = classify(&out.combined());
@@ -262,10 +280,15 @@ impl Fetcher {
         args.push(probe_dir.into());
         args.extend(self.source_args()?);
         args.push(name.into());
-        let out = self.run_pip(args, work, deadline)?;
+        let watched = [work.path().to_path_buf()];
+        let out = self.run_pip_within(args, work, deadline, &watched)?;
         log_output(name, "host probe", &out);
         if out.timed_out {
             return Err(self.timeout_error());
+        }
+        if out.too_large {
+            // A large host-only wheel was being fetched: it exists, and it is compiled.
+            return Ok(true);
         }
         if !out.success() && classify(&out.combined()) == PipFailure::NoNetwork {
             return Err(PackageError::NoNetwork);
@@ -327,12 +350,42 @@ impl Fetcher {
         Ok(line.split(" from ").next().unwrap_or(line).to_string())
     }
 
+    /// As [`Fetcher::run_pip`], killing pip once `watched` holds more than
+    /// `max_download_bytes`.
+    fn run_pip_within(
+        &self,
+        args: Vec<OsString>,
+        work: &WorkDir,
+        deadline: Instant,
+        watched: &[PathBuf],
+    ) -> Result<RunOutput, PackageError> {
+        self.spawn_pip(
+            args,
+            work,
+            deadline,
+            Some(process::Budget {
+                dirs: watched,
+                bytes: self.max_download_bytes,
+            }),
+        )
+    }
+
     /// Runs the host Python with `args` in a scrubbed environment.
     fn run_pip(
         &self,
         args: Vec<OsString>,
         work: &WorkDir,
         deadline: Instant,
+    ) -> Result<RunOutput, PackageError> {
+        self.spawn_pip(args, work, deadline, None)
+    }
+
+    fn spawn_pip(
+        &self,
+        args: Vec<OsString>,
+        work: &WorkDir,
+        deadline: Instant,
+        budget: Option<process::Budget<'_>>,
     ) -> Result<RunOutput, PackageError> {
         let mut cmd = Command::new(&self.python);
         cmd.args(&args)
@@ -342,12 +395,14 @@ impl Fetcher {
                 std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
             )
             .env("HOME", work.home())
+            // pip's own temporary downloads land in the work folder, inside the budget.
+            .env("TMPDIR", work.path())
             .env("LANG", "C.UTF-8")
             .env("PIP_NO_INPUT", "1")
             .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
             .current_dir(work.path());
         tracing::debug!(python = %self.python.display(), ?args, "running pip");
-        run(cmd, deadline).map_err(|e| {
+        run(cmd, deadline, budget).map_err(|e| {
             tracing::warn!(python = %self.python.display(), error = %e, "cannot start pip");
             match e.kind() {
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {

@@ -11,6 +11,7 @@
 //! `scriptbox bench --hostile` runs the load check instead (see [`hostile`]).
 
 mod hostile;
+mod record;
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -49,6 +50,12 @@ pub struct BenchArgs {
     /// Share of the load check's calls that are hostile.
     #[arg(long, default_value_t = 10)]
     pub hostile_percent: u32,
+    /// Loaded idle tools at which memory per tool is measured (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 100, 1000])]
+    pub memory_tools: Vec<usize>,
+    /// Only the first table (warm calls), as before the performance record.
+    #[arg(long)]
+    pub warm_only: bool,
 }
 
 /// Latency samples of one measurement.
@@ -88,16 +95,30 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ..Config::default()
     };
     let engine = crate::server::load_engine(&config).await?;
+    // First, with nothing else in the process yet: start-up to the first call.
+    let mut record_rows = Vec::new();
+    if !args.warm_only {
+        record::start_to_first_call(&config, &mut record_rows).await?;
+    }
     let in_process = in_process(&config, engine.clone(), args.calls).await?;
-    let (http_seq, http_par, http_floor) = over_http(&config, engine, &args).await?;
+    let (http_seq, http_par, http_floor) = over_http(&config, engine.clone(), &args).await?;
     let driver = crate::guest::install_driver(&data)?.join(crate::sandbox::mounts::DRIVER_FILE);
     let native = {
         let args = args.clone();
         let scripts = config.scripts_dir.clone();
         tokio::task::spawn_blocking(move || native(&args, &driver, &scripts)).await??
     };
-    let _ = std::fs::remove_dir_all(&data);
     print_table(&[in_process, http_seq, http_par, http_floor, native]);
+    if !args.warm_only {
+        record::isolated(&config, engine.clone(), &mut record_rows).await?;
+        if record::has_dataframe_tool(&config.scripts_dir) {
+            record::numpy_pandas(&config, engine.clone(), &args.python, &mut record_rows).await?;
+        }
+        record::cpu(&config, engine.clone(), &args.python, &mut record_rows).await?;
+        record::memory(&config, engine, &args.memory_tools, &mut record_rows).await?;
+        record::print(&record_rows);
+    }
+    let _ = std::fs::remove_dir_all(&data);
     Ok(())
 }
 

@@ -282,6 +282,11 @@ fn split_requirement(text: &str) -> (&str, Option<&str>) {
     (&text[..end], (!rest.is_empty()).then_some(rest))
 }
 
+/// A specifier without the spaces people write around operators (`>= 22, < 24`).
+fn compact(specifier: &str) -> String {
+    specifier.chars().filter(|c| !c.is_whitespace()).collect()
+}
+
 /// The expression that reads a tool's declared requirements (constant text: nothing from a
 /// client goes into it).
 const REQUIREMENTS_EXPRESSION: &str = "(lambda info: info().get('requirements') \
@@ -297,6 +302,8 @@ async fn declared_requirements(tenant: &Tenant, alias: &str) -> Option<Vec<serde
             crate::protocol::Op::Eval {
                 expression: REQUIREMENTS_EXPRESSION.to_owned(),
             },
+            // A tool's own description should be quick; a slow one is not waited for.
+            Some(std::time::Duration::from_secs(2)),
         )
         .await
         .ok()?;
@@ -336,7 +343,8 @@ pub async fn check_requirements(
             continue;
         };
         let (name, specifier) = split_requirement(text);
-        match parse_requirement(name, specifier) {
+        let specifier = specifier.map(compact);
+        match parse_requirement(name, specifier.as_deref()) {
             Err(_) => unparsable.push(text.to_owned()),
             Ok(requirement) => {
                 if !packages

@@ -36,6 +36,12 @@ pub struct LoadBody {
     #[serde(default)]
     #[schema(value_type = Option<LimitOverridesSchema>)]
     limits: Option<LimitOverrides>,
+    /// `persistent` (the default): one instance serves every call and keeps state.
+    /// `isolated`: every call runs in an instance no earlier call touched (from a pre-warmed
+    /// pool), and nothing survives it.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "isolated")]
+    mode: Option<crate::registry::Mode>,
 }
 
 /// A body naming one of the caller's tools.
@@ -88,7 +94,12 @@ pub async fn load(
     let overrides = body.limits.unwrap_or_default();
     let info = tenant
         .registry
-        .load(&body.script_name, &body.alias, &overrides)
+        .load(
+            &body.script_name,
+            &body.alias,
+            &overrides,
+            body.mode.unwrap_or_default(),
+        )
         .await
         .map_err(|err| registry_error(&tenant.id, err))?;
     if let Err(err) = super::packages::check_requirements(&tenant, &packages, &info.alias).await {

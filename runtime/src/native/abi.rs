@@ -1,6 +1,6 @@
 //! The host's side of the native-module C ABI (version 1, `modules/README.md`): opening a
-//! library, checking it against its manifest, and calling into it. This file and the module
-//! cache are the only places with `unsafe`; each block says why it is sound.
+//! library, checking it against its manifest, and calling into it. This file, `bridge.rs`
+//! and the module cache are the only places with `unsafe`; each block says why it is sound.
 //!
 //! A [`Library`] owns the `libloading` handle and the raw function pointers taken from it, so
 //! the pointers cannot outlive the code they point into. Its `Drop` runs the module's

@@ -1,7 +1,7 @@
 //! The host table a module gets at init ([`HostApi`]): the one way a module reaches another,
 //! and only the modules its manifest depends on. A call from a module runs the dependency on
-//! the caller's own thread (it already holds a call slot), and never takes the loader's admin
-//! lock, so a module's init may call its dependencies while the loader is loading it.
+//! the caller's own thread (without taking another call slot), and never takes the loader's
+//! admin lock, so a module's init may call its dependencies while the loader is loading it.
 
 use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};

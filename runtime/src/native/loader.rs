@@ -34,6 +34,8 @@ pub const MAX_LIBRARY_BYTES: u64 = 512 << 20;
 /// The largest `configFile` read.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 const STATE_FILE: &str = "native-modules.json";
+/// The longest a module's open and init may take before its load is given up.
+const INIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where a module is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -152,6 +154,9 @@ struct Entry {
 #[derive(Default)]
 struct Table {
     entries: BTreeMap<String, Entry>,
+    /// Disabled module names: kept apart from the entries, so a module whose folder is
+    /// broken for a while is still disabled once it is fixed.
+    disabled: std::collections::BTreeSet<String>,
     /// Folders whose manifest could not be read, with the reason.
     invalid: BTreeMap<String, String>,
 }
@@ -232,6 +237,7 @@ impl NativeModules {
         let saved = self.read_saved();
         {
             let mut table = lock(&self.shared.table);
+            table.disabled = saved.disabled.iter().cloned().collect();
             for name in &saved.disabled {
                 if let Some(entry) = table.entries.get_mut(name) {
                     entry.state = State::Disabled;
@@ -300,10 +306,7 @@ impl NativeModules {
             .is_some_and(|module| module.library.has(function)))
     }
 
-    /// Loads `name` and what it depends on, in order. `folder`: the module's folder, which
-    /// must be inside the modules folder (the `{path, name}` form). Returns the modules this
-    /// call loaded, in order.
-    pub async fn load(
+    async fn load_now(
         &self,
         name: &str,
         folder: Option<&Path>,
@@ -319,9 +322,10 @@ impl NativeModules {
     }
 
     /// Unloads `name`; refused while a loaded module depends on it.
-    pub async fn unload(&self, name: &str) -> Result<(), NativeError> {
+    async fn unload_now(&self, name: &str) -> Result<(), NativeError> {
         let _admin = self.shared.admin.lock().await;
         self.known(name)?;
+        self.not_disabled(name)?;
         let dependents = self.loaded_dependents(name);
         if !dependents.is_empty() {
             return Err(NativeError::InUse {
@@ -337,9 +341,10 @@ impl NativeModules {
     /// Unloads `name` and the loaded modules depending on it, re-reads its manifest, and
     /// loads it and those dependents again, so they never see an old copy. Returns what was
     /// loaded again, in order.
-    pub async fn reload(&self, name: &str) -> Result<Vec<String>, NativeError> {
+    async fn reload_now(&self, name: &str) -> Result<Vec<String>, NativeError> {
         let _admin = self.shared.admin.lock().await;
         self.known(name)?;
+        self.not_disabled(name)?;
         let dependents = self.loaded_dependents_in_order(name);
         for dependent in dependents.iter().rev() {
             self.unload_locked(dependent, State::Unloaded).await;
@@ -361,13 +366,17 @@ impl NativeModules {
     }
 
     /// Lets `name` be loaded again (it stays unloaded).
-    pub async fn enable(&self, name: &str) -> Result<(), NativeError> {
+    async fn enable_now(&self, name: &str) -> Result<(), NativeError> {
         let _admin = self.shared.admin.lock().await;
         self.known(name)?;
-        if let Some(entry) = lock(&self.shared.table).entries.get_mut(name)
-            && entry.state == State::Disabled
         {
-            entry.state = State::Unloaded;
+            let mut table = lock(&self.shared.table);
+            table.disabled.remove(name);
+            if let Some(entry) = table.entries.get_mut(name)
+                && entry.state == State::Disabled
+            {
+                entry.state = State::Unloaded;
+            }
         }
         self.save();
         Ok(())
@@ -375,7 +384,7 @@ impl NativeModules {
 
     /// Unloads `name` (refused while loaded modules depend on it) and refuses loads until it
     /// is enabled again.
-    pub async fn disable(&self, name: &str) -> Result<(), NativeError> {
+    async fn disable_now(&self, name: &str) -> Result<(), NativeError> {
         let _admin = self.shared.admin.lock().await;
         self.known(name)?;
         let dependents = self.loaded_dependents(name);
@@ -385,9 +394,51 @@ impl NativeModules {
                 dependents,
             });
         }
+        lock(&self.shared.table).disabled.insert(name.to_owned());
         self.unload_locked(name, State::Disabled).await;
         self.save();
         Ok(())
+    }
+
+    /// Loads `name` and what it depends on, in order. `folder`: the module's folder, which
+    /// must be inside the modules folder (the `{path, name}` form). Returns the modules this
+    /// call loaded, in order. Like every lifecycle operation it runs to its end on a task of
+    /// its own, holding the admin lock, even if the request that asked for it goes away.
+    pub async fn load(
+        &self,
+        name: &str,
+        folder: Option<&Path>,
+    ) -> Result<Vec<String>, NativeError> {
+        let (this, name, folder) = (self.clone(), name.to_owned(), folder.map(Path::to_path_buf));
+        finish(tokio::spawn(async move {
+            this.load_now(&name, folder.as_deref()).await
+        }))
+        .await
+    }
+
+    /// Unloads `name`; refused while a loaded module depends on it, or while it is disabled.
+    pub async fn unload(&self, name: &str) -> Result<(), NativeError> {
+        let (this, name) = (self.clone(), name.to_owned());
+        finish(tokio::spawn(async move { this.unload_now(&name).await })).await
+    }
+
+    /// Unloads `name` and the loaded modules depending on it, and loads them again (see
+    /// `reload_now`).
+    pub async fn reload(&self, name: &str) -> Result<Vec<String>, NativeError> {
+        let (this, name) = (self.clone(), name.to_owned());
+        finish(tokio::spawn(async move { this.reload_now(&name).await })).await
+    }
+
+    /// Lets a disabled `name` be loaded again.
+    pub async fn enable(&self, name: &str) -> Result<(), NativeError> {
+        let (this, name) = (self.clone(), name.to_owned());
+        finish(tokio::spawn(async move { this.enable_now(&name).await })).await
+    }
+
+    /// Unloads `name` and refuses loads until it is enabled.
+    pub async fn disable(&self, name: &str) -> Result<(), NativeError> {
+        let (this, name) = (self.clone(), name.to_owned());
+        finish(tokio::spawn(async move { this.disable_now(&name).await })).await
     }
 
     /// Calls `module.function` with `args` (JSON text) on a blocking thread, waiting at most
@@ -399,13 +450,6 @@ impl NativeModules {
         args: &str,
         within: Option<Duration>,
     ) -> Result<Box<RawValue>, NativeError> {
-        let loaded = self.shared.loaded(module)?;
-        if !loaded.library.has(function) {
-            return Err(NativeError::UnknownFunction {
-                module: module.to_owned(),
-                function: function.to_owned(),
-            });
-        }
         let limit = within.map_or(self.shared.settings.call_timeout, |w| {
             w.min(self.shared.settings.call_timeout)
         });
@@ -415,10 +459,22 @@ impl NativeModules {
             function: function.to_owned(),
             ms: limit.as_millis(),
         };
+        // The slot first, then the module: a call waiting for a slot must not keep an
+        // unloaded module's library alive.
         let permit = tokio::time::timeout(limit, Arc::clone(&self.shared.permits).acquire_owned())
             .await
             .map_err(|_| NativeError::Busy)?
             .map_err(|_| NativeError::Busy)?;
+        let loaded = self.shared.loaded(module)?;
+        if !loaded.library.has(function) {
+            // Dropped off the async threads, in case it is the last hold on an unloaded
+            // module (whose shutdown is module code).
+            tokio::task::spawn_blocking(move || drop((loaded, permit)));
+            return Err(NativeError::UnknownFunction {
+                module: module.to_owned(),
+                function: function.to_owned(),
+            });
+        }
         let (name, args) = (function.to_owned(), args.to_owned());
         // The thread holds its permit until the library returns, even after the caller gave
         // up: a module that hangs keeps using its slot, so hung calls cannot pile up threads.
@@ -454,6 +510,15 @@ impl NativeModules {
         };
         self.shared.count(module, answer.is_err());
         answer
+    }
+
+    fn not_disabled(&self, name: &str) -> Result<(), NativeError> {
+        if lock(&self.shared.table).disabled.contains(name) {
+            return Err(NativeError::Disabled {
+                name: name.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     fn known(&self, name: &str) -> Result<(), NativeError> {
@@ -518,12 +583,17 @@ impl NativeModules {
                     Some(entry) if entry.module.is_some() => {}
                     Some(entry) => entry.manifest = manifest,
                     None => {
+                        let state = if table.disabled.contains(&folder) {
+                            State::Disabled
+                        } else {
+                            State::Unloaded
+                        };
                         table.entries.insert(
                             folder.clone(),
                             Entry {
                                 manifest,
                                 folder: self.shared.settings.dir.join(&folder),
-                                state: State::Unloaded,
+                                state,
                                 error: None,
                                 module: None,
                                 calls: 0,
@@ -586,21 +656,34 @@ impl NativeModules {
         for step in order {
             let (manifest, folder) = {
                 let mut table = lock(&self.shared.table);
+                let disabled = table.disabled.contains(&step);
                 let Some(entry) = table.entries.get_mut(&step) else {
                     return Err(NativeError::Unknown(step));
                 };
-                match entry.state {
-                    State::Loaded => continue,
-                    State::Disabled => return Err(NativeError::Disabled { name: step }),
-                    _ => {}
+                if entry.state == State::Loaded {
+                    continue;
+                }
+                if disabled {
+                    return Err(NativeError::Disabled { name: step });
                 }
                 entry.state = State::Loading;
                 entry.error = None;
                 (entry.manifest.clone(), entry.folder.clone())
             };
             let bridge = Bridge::new(&step, &manifest, Arc::downgrade(&self.shared));
-            let opened =
-                tokio::task::spawn_blocking(move || open(&manifest, &folder, bridge)).await;
+            let copies = self.shared.settings.data_dir.join("native-copies");
+            let opened = tokio::time::timeout(
+                INIT_TIMEOUT,
+                tokio::task::spawn_blocking(move || open(&manifest, &folder, &copies, bridge)),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                // The thread cannot be stopped; it keeps its library open if it ever returns.
+                Ok(Err(format!(
+                    "its init did not return within {} s",
+                    INIT_TIMEOUT.as_secs()
+                )))
+            });
             let opened =
                 opened.unwrap_or_else(|join| Err(format!("the loader thread failed: {join}")));
             let mut table = lock(&self.shared.table);
@@ -678,12 +761,7 @@ impl NativeModules {
             }
             Saved {
                 loaded,
-                disabled: table
-                    .entries
-                    .iter()
-                    .filter(|(_, e)| e.state == State::Disabled)
-                    .map(|(n, _)| n.clone())
-                    .collect(),
+                disabled: table.disabled.iter().cloned().collect(),
             }
         };
         let write = || -> std::io::Result<()> {
@@ -696,6 +774,13 @@ impl NativeModules {
             tracing::warn!(error = %err, "could not record the native modules' states");
         }
     }
+}
+
+async fn finish<T>(
+    task: tokio::task::JoinHandle<Result<T, NativeError>>,
+) -> Result<T, NativeError> {
+    task.await
+        .map_err(|err| NativeError::Host(format!("the module operation failed: {err}")))?
 }
 
 fn status_of(table: &Table, name: &str) -> Option<Status> {
@@ -753,35 +838,84 @@ fn discover(dir: &Path) -> BTreeMap<String, Result<Manifest, ManifestError>> {
 }
 
 /// Opens, checks and initialises one module's library (blocking).
-fn open(manifest: &Manifest, folder: &Path, bridge: Box<Bridge>) -> Result<Loaded, String> {
+fn open(
+    manifest: &Manifest,
+    folder: &Path,
+    copies: &Path,
+    bridge: Box<Bridge>,
+) -> Result<Loaded, String> {
     let path = folder.join(&manifest.library);
-    let metadata = std::fs::metadata(&path)
-        .map_err(|_| format!("the library {} is missing", manifest.library.display()))?;
-    if let Some(expected) = &manifest.sha256 {
-        if metadata.len() > MAX_LIBRARY_BYTES {
-            return Err(format!(
-                "the library is larger than {MAX_LIBRARY_BYTES} bytes"
-            ));
-        }
-        let bytes =
-            std::fs::read(&path).map_err(|err| format!("cannot read the library: {err}"))?;
-        let found = hex::encode(Sha256::digest(&bytes));
-        if &found != expected {
-            return Err(format!(
-                "the library's SHA-256 is {found}, but module.json says {expected}"
-            ));
-        }
-    }
+    // Each load opens a private copy of the library. The dynamic loader shares one image per
+    // file, so opening the installed file again while an old copy still serves a call (a
+    // reload) would hand back the old code and its statics; a copy of its own gives every
+    // load its own image. The hash is checked on the copy, the bytes that are opened.
+    let copy = private_copy(&path, &manifest.name, copies)?;
+    let opened = check_hash(&copy, manifest.sha256.as_deref())
+        .and_then(|()| Library::open(&copy, &manifest.functions));
+    // Open (or refused): the file itself is not needed any more.
+    let _ = std::fs::remove_file(&copy);
+    let mut library = opened?;
     let config = match &manifest.config_file {
         None => "null".to_owned(),
         Some(file) => read_config(&folder.join(file))?,
     };
-    let mut library = Library::open(&path, &manifest.functions)?;
     library.init(bridge.api(), &config)?;
     Ok(Loaded {
         library,
         _bridge: bridge,
     })
+}
+
+/// Copies the library (at most [`MAX_LIBRARY_BYTES`]) to a new private file under `copies`.
+fn private_copy(path: &Path, name: &str, copies: &Path) -> Result<PathBuf, String> {
+    use std::io::Read as _;
+    let source = std::fs::File::open(path).map_err(|_| {
+        format!(
+            "the library {} is missing",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        )
+    })?;
+    std::fs::create_dir_all(copies).map_err(|err| format!("cannot prepare the library: {err}"))?;
+    let copy = copies.join(format!(
+        "{name}-{}{}",
+        uuid::Uuid::new_v4().simple(),
+        std::env::consts::DLL_SUFFIX
+    ));
+    let mut target =
+        std::fs::File::create(&copy).map_err(|err| format!("cannot prepare the library: {err}"))?;
+    let copied = std::io::copy(&mut source.take(MAX_LIBRARY_BYTES + 1), &mut target);
+    match copied {
+        Ok(bytes) if bytes <= MAX_LIBRARY_BYTES => Ok(copy),
+        Ok(_) => {
+            let _ = std::fs::remove_file(&copy);
+            Err(format!(
+                "the library is larger than {MAX_LIBRARY_BYTES} bytes"
+            ))
+        }
+        Err(err) => {
+            let _ = std::fs::remove_file(&copy);
+            Err(format!("cannot read the library: {err}"))
+        }
+    }
+}
+
+fn check_hash(copy: &Path, expected: Option<&str>) -> Result<(), String> {
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    let mut file =
+        std::fs::File::open(copy).map_err(|err| format!("cannot read the library: {err}"))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)
+        .map_err(|err| format!("cannot read the library: {err}"))?;
+    let found = hex::encode(hasher.finalize());
+    if found == expected {
+        Ok(())
+    } else {
+        Err(format!(
+            "the library's SHA-256 is {found}, but module.json says {expected}"
+        ))
+    }
 }
 
 fn read_config(path: &Path) -> Result<String, String> {

@@ -16,6 +16,7 @@
 mod cache;
 mod host;
 mod names;
+mod pool;
 mod venvs;
 
 use std::collections::{HashMap, HashSet};
@@ -103,8 +104,21 @@ pub struct ToolInfo {
     pub alias: String,
     pub script_name: String,
     pub limits: Limits,
+    pub mode: Mode,
     pub calls: u64,
     pub resets: u64,
+}
+
+/// How a tool's calls share its interpreter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// One instance serves every call; state is kept between calls (the default).
+    #[default]
+    Persistent,
+    /// Every call runs in an instance no earlier call touched, taken from a pre-warmed pool
+    /// and dropped afterwards; nothing survives a call (no scratch folder either).
+    Isolated,
 }
 
 /// One registry's settings: its owner's quotas and folders.
@@ -144,13 +158,24 @@ pub struct Shared {
     pub tools: Arc<Semaphore>,
     /// One permit per call in flight.
     pub calls: Arc<Semaphore>,
+    /// One permit per pre-warmed instance waiting in an isolated tool's pool.
+    pub warm: Arc<Semaphore>,
+    /// Pre-warmed instances per isolated tool.
+    pub warm_per_tool: usize,
 }
 
 impl Shared {
     pub fn new(max_tools: usize, max_calls: usize) -> Self {
+        Self::with_pools(max_tools, max_calls, 2, 16)
+    }
+
+    /// As [`Shared::new`], with the isolated tools' pool sizes: per tool and all together.
+    pub fn with_pools(max_tools: usize, max_calls: usize, per_tool: usize, total: usize) -> Self {
         Self {
             tools: Arc::new(Semaphore::new(max_tools)),
             calls: Arc::new(Semaphore::new(max_calls)),
+            warm: Arc::new(Semaphore::new(total)),
+            warm_per_tool: per_tool,
         }
     }
 }
@@ -161,6 +186,8 @@ enum Slot {
 }
 
 pub struct Registry {
+    /// Held by one package install or uninstall of this owner at a time (quota accounting).
+    pub install_lock: Arc<tokio::sync::Mutex<()>>,
     sandbox: Sandbox,
     settings: Settings,
     shared: Shared,
@@ -231,6 +258,7 @@ impl Registry {
                 venv,
             })),
             fresh_runs: AtomicU64::new(0),
+            install_lock: Arc::new(tokio::sync::Mutex::new(())),
             trace_default: Mutex::new(false),
             globals: Globals::default(),
             functions: Functions::default(),
@@ -260,6 +288,7 @@ impl Registry {
         script_name: &str,
         alias: &str,
         overrides: &LimitOverrides,
+        mode: Mode,
     ) -> Result<ToolInfo, RegistryError> {
         check_script(script_name)?;
         check_alias(alias)?;
@@ -277,7 +306,7 @@ impl Registry {
         if !names::script_exists(&self.settings.scripts, script_name) {
             return Err(RegistryError::ScriptNotFound);
         }
-        self.start_tool(script_name, alias, limits).await
+        self.start_tool(script_name, alias, limits, mode).await
     }
 
     /// Starts `module` (a checked, existing script, or the empty namespace) under `alias`.
@@ -286,15 +315,24 @@ impl Registry {
         module: &str,
         alias: &str,
         limits: Limits,
+        mode: Mode,
     ) -> Result<ToolInfo, RegistryError> {
         let mut reservation = self.reserve(alias)?;
-        let mounts = self.tool_mounts(self.make_scratch(alias)?);
+        let scratch = match mode {
+            Mode::Persistent => self.make_scratch(alias)?,
+            Mode::Isolated => None, // nothing may survive a call, files included
+        };
+        let mounts = self.tool_mounts(scratch);
         let scratch = mounts.scratch.as_ref().map(|s| ScratchDir(s.dir.clone()));
         // Starting an instance is work like a call: it holds call permits while it runs.
         let permits = self.admit_call()?;
         let instance = self.sandbox.spawn(module, &limits, &mounts).await?;
         drop(permits);
         let hash = script_hash(&mounts.scripts, module);
+        let pool = match mode {
+            Mode::Persistent => None,
+            Mode::Isolated => self.start_pool(module, limits, &mounts),
+        };
         let tool = Arc::new(Tool::start(
             Actor {
                 sandbox: self.sandbox.clone(),
@@ -302,7 +340,11 @@ impl Registry {
                 alias: alias.to_owned(),
                 limits,
                 mounts,
+                // Isolated: the instance that proved the script imports is untouched, so the
+                // first call may have it.
                 instance: Some(instance),
+                mode,
+                pool,
                 stats: Arc::new(Stats {
                     load_id: uuid::Uuid::new_v4().as_u64_pair().0,
                     ..Stats::default()
@@ -317,6 +359,8 @@ impl Registry {
                 })),
                 script_hash: Arc::new(Mutex::new(hash)),
                 owner: Arc::downgrade(self),
+                warm_per_tool: self.shared.warm_per_tool,
+                warm: Arc::clone(&self.shared.warm),
                 _scratch: scratch,
             },
             self.settings.queue_depth,
@@ -325,6 +369,20 @@ impl Registry {
         let info = tool.info();
         reservation.fill(tool);
         Ok(info)
+    }
+
+    /// A pool of pre-warmed instances of `module` (none when pools are sized 0).
+    fn start_pool(&self, module: &str, limits: Limits, mounts: &ToolMounts) -> Option<pool::Pool> {
+        pool::Pool::start(
+            pool::Recipe {
+                sandbox: self.sandbox.clone(),
+                module: module.to_owned(),
+                limits,
+                mounts: mounts.clone(),
+            },
+            self.shared.warm_per_tool,
+            Arc::clone(&self.shared.warm),
+        )
     }
 
     /// What an instance of this owner sees besides the shared mounts.
@@ -480,7 +538,12 @@ impl Registry {
 
     /// As [`Registry::run`], without counting it in the tool's `calls`: for the server's own
     /// checks (a tool's requirements at load), which a client did not ask for.
-    pub async fn run_uncounted(&self, alias: &str, op: Op) -> Result<CallReport, RegistryError> {
+    pub async fn run_uncounted(
+        &self,
+        alias: &str,
+        op: Op,
+        within: Option<std::time::Duration>,
+    ) -> Result<CallReport, RegistryError> {
         let tool = self.get(alias)?;
         let permits = self.admit_call()?;
         let (reply, answer) = oneshot::channel();
@@ -490,7 +553,7 @@ impl Registry {
             permits,
             cancel: None,
             chain: Vec::new(),
-            within: None,
+            within,
             counted: false,
         })?;
         answer.await.map_err(|_| RegistryError::Unloaded)?
@@ -536,7 +599,12 @@ impl Registry {
         if self.get(SESSION_ALIAS).is_err() {
             let limits = self.settings.limits.lowered(&self.settings.defaults)?;
             match self
-                .start_tool(crate::protocol::SCRATCH_MODULE, SESSION_ALIAS, limits)
+                .start_tool(
+                    crate::protocol::SCRATCH_MODULE,
+                    SESSION_ALIAS,
+                    limits,
+                    Mode::Persistent,
+                )
                 .await
             {
                 // started meanwhile by a concurrent request: use it once it is ready
@@ -935,6 +1003,7 @@ struct Tool {
     alias: String,
     script_name: String,
     limits: Limits,
+    mode: Mode,
     queue: mpsc::Sender<Job>,
     stats: Arc<Stats>,
     debug: Arc<Mutex<Debug>>,
@@ -957,6 +1026,7 @@ impl Tool {
             alias: actor.alias.clone(),
             script_name: actor.script_name.clone(),
             limits: actor.limits,
+            mode: actor.mode,
             queue,
             stats: Arc::clone(&actor.stats),
             debug: Arc::clone(&actor.debug),
@@ -983,6 +1053,7 @@ impl Tool {
             alias: self.alias.clone(),
             script_name: self.script_name.clone(),
             limits: self.limits,
+            mode: self.mode,
             calls: self.stats.calls.load(Ordering::Relaxed),
             resets: self.stats.resets.load(Ordering::Relaxed),
         }
@@ -996,6 +1067,9 @@ struct Actor {
     limits: Limits,
     mounts: ToolMounts,
     instance: Option<Instance>,
+    mode: Mode,
+    /// Isolated tools: instances ready for the next calls.
+    pool: Option<pool::Pool>,
     stats: Arc<Stats>,
     /// Names of the live objects in the current instance, and of those lost with earlier
     /// instances (so a request for one is told so, not just "not found").
@@ -1010,6 +1084,9 @@ struct Actor {
     script_hash: Arc<Mutex<cache::Key>>,
     /// The registry, for the host calls of this tool's guest.
     owner: Weak<Registry>,
+    /// The pools' sizes (for a reload of an isolated tool).
+    warm_per_tool: usize,
+    warm: Arc<Semaphore>,
     /// Declared after the instance, so an aborted actor drops the instance first and only
     /// then removes the folder (no guest is left writing into it).
     _scratch: Option<ScratchDir>,
@@ -1030,6 +1107,14 @@ impl Actor {
                 } => {
                     let result = self.call(&op, cancel, chain, within, counted).await;
                     self.last_used = std::time::Instant::now();
+                    if self.mode == Mode::Isolated {
+                        // Touched by this call: never used again.
+                        self.instance = None;
+                        self.forget_objects();
+                        let _ = reply.send(result);
+                        drop(permits);
+                        continue;
+                    }
                     let replace = self.instance.is_none();
                     let _ = reply.send(result);
                     if replace {
@@ -1099,6 +1184,13 @@ impl Actor {
             self.stats.calls.fetch_add(1, Ordering::Relaxed);
         }
         let mut state_reset = false;
+        if self.mode == Mode::Isolated && self.instance.is_none() {
+            self.instance = self.pool.as_mut().and_then(pool::Pool::take);
+            if self.instance.is_none() {
+                // The pool is empty (a burst, or every pool is full server-wide): start one.
+                self.respawn().await?;
+            }
+        }
         if self.instance.is_none() {
             // The last respawn failed (the script changed on disk?): try once more, and say
             // why it fails if it still does (`load_failed`, or the start budget's fault).
@@ -1271,6 +1363,20 @@ impl Actor {
             .spawn(&self.script_name, &self.limits, &self.mounts)
             .await?;
         self.instance = Some(fresh);
+        if self.mode == Mode::Isolated {
+            // The warm instances imported the old script: start over.
+            self.pool = None;
+            self.pool = pool::Pool::start(
+                pool::Recipe {
+                    sandbox: self.sandbox.clone(),
+                    module: self.script_name.clone(),
+                    limits: self.limits,
+                    mounts: self.mounts.clone(),
+                },
+                self.warm_per_tool,
+                Arc::clone(&self.warm),
+            );
+        }
         *lock(&self.script_hash) = script_hash(&self.mounts.scripts, &self.script_name);
         self.forget_objects();
         self.stats.resets.fetch_add(1, Ordering::Relaxed);

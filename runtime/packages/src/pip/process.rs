@@ -19,11 +19,13 @@ pub(crate) struct RunOutput {
     pub stdout: String,
     pub stderr: String,
     pub timed_out: bool,
+    /// Killed because the watched folders grew past the budget.
+    pub too_large: bool,
 }
 
 impl RunOutput {
     pub fn success(&self) -> bool {
-        !self.timed_out && self.status.is_some_and(|s| s.success())
+        !self.timed_out && !self.too_large && self.status.is_some_and(|s| s.success())
     }
 
     pub fn combined(&self) -> String {
@@ -31,18 +33,50 @@ impl RunOutput {
     }
 }
 
+/// Bytes of the regular files under `dirs` (symlinks not followed).
+pub(crate) fn tree_bytes(dirs: &[std::path::PathBuf]) -> u64 {
+    let mut total = 0u64;
+    let mut stack: Vec<std::path::PathBuf> = dirs.to_vec();
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => stack.push(entry.path()),
+                Ok(kind) if kind.is_file() => {
+                    total += entry.metadata().map(|m| m.len()).unwrap_or(0);
+                }
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+/// What a run may write: the folders to watch and their byte budget.
+pub(crate) struct Budget<'a> {
+    pub dirs: &'a [std::path::PathBuf],
+    pub bytes: u64,
+}
+
 /// Runs `cmd` (stdin closed, stdout and stderr captured) until it exits or `deadline` passes,
-/// in which case it is killed.
-pub(crate) fn run(mut cmd: Command, deadline: Instant) -> io::Result<RunOutput> {
+/// in which case it is killed; it is also killed once the folders of `budget` hold more than
+/// its bytes (pip's downloads are otherwise unbounded until it finishes).
+pub(crate) fn run(
+    mut cmd: Command,
+    deadline: Instant,
+    budget: Option<Budget<'_>>,
+) -> io::Result<RunOutput> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn()?;
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
-    let (status, timed_out) = loop {
+    let (status, timed_out, too_large) = loop {
         match child.try_wait() {
-            Ok(Some(status)) => break (Some(status), false),
+            Ok(Some(status)) => break (Some(status), false, false),
             Ok(None) => {}
             Err(e) => {
                 let _ = child.kill();
@@ -50,11 +84,17 @@ pub(crate) fn run(mut cmd: Command, deadline: Instant) -> io::Result<RunOutput> 
                 return Err(e);
             }
         }
+        if let Some(budget) = &budget
+            && tree_bytes(budget.dirs) > budget.bytes
+        {
+            let _ = child.kill();
+            break (child.wait().ok(), false, true);
+        }
         let now = Instant::now();
         if now >= deadline {
             // Ignore "already exited" races; wait() reaps it either way.
             let _ = child.kill();
-            break (child.wait().ok(), true);
+            break (child.wait().ok(), true, false);
         }
         thread::sleep(POLL.min(deadline - now));
     };
@@ -67,6 +107,7 @@ pub(crate) fn run(mut cmd: Command, deadline: Instant) -> io::Result<RunOutput> 
         stdout: collect(stdout),
         stderr: collect(stderr),
         timed_out,
+        too_large,
     })
 }
 
@@ -113,7 +154,7 @@ mod tests {
             "-c",
             "head -c 204800 /dev/zero | tr '\\0' x; echo; echo VERDICT >&2; echo END",
         ]);
-        let out = run(cmd, Instant::now() + Duration::from_secs(30)).unwrap();
+        let out = run(cmd, Instant::now() + Duration::from_secs(30), None).unwrap();
         assert!(out.success());
         assert!(out.stdout.len() <= OUTPUT_CAP);
         assert!(out.stdout.ends_with("END\n"));
@@ -125,7 +166,7 @@ mod tests {
         let mut cmd = Command::new("sleep");
         cmd.arg("30");
         let started = Instant::now();
-        let out = run(cmd, Instant::now() + Duration::from_millis(200)).unwrap();
+        let out = run(cmd, Instant::now() + Duration::from_millis(200), None).unwrap();
         assert!(out.timed_out && !out.success());
         assert!(started.elapsed() < Duration::from_secs(10));
     }

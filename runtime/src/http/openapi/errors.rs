@@ -271,7 +271,7 @@ pub const ERROR_CODES: &[CodeDoc] = &[
     code(
         "missing_requirements",
         422,
-        "`load`: the tool's `get_tool_info()[\"requirements\"]` names packages its sandbox lacks (`details.missing`)",
+        "`load`: the tool's `get_tool_info()[\"requirements\"]` names packages its sandbox lacks (`details.missing`; names are checked, not versions)",
     ),
     code(
         "quota_exceeded",
@@ -462,7 +462,9 @@ pub enum LoadErrors {
     Conflict(ErrorEnvelope),
     /// The import failed: `load_failed` (the script raised), or it ran out of its start
     /// budget (`fuel_exhausted`, `deadline_exceeded`), or the interpreter stopped
-    /// (`guest_crashed`, `guest_exited`). A failed `reload` keeps the old instance.
+    /// (`guest_crashed`, `guest_exited`). A failed `reload` keeps the old instance. `load`
+    /// only: `missing_requirements` (the tool's declared requirements are not in its
+    /// sandbox), or an `installPackage` code when installing them automatically failed.
     #[response(status = 422)]
     Failed(ErrorEnvelope),
     /// `busy` or `overloaded`.

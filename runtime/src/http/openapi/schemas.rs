@@ -46,6 +46,9 @@ pub struct ToolInfoSchema {
     /// The script it was loaded from (a module of the tenant's scripts folder).
     script_name: String,
     limits: LimitsSchema,
+    /// `persistent` (one instance keeps state across calls) or `isolated` (every call in an
+    /// instance no earlier call touched).
+    mode: String,
     /// Calls (of any kind) made to it since it was loaded.
     calls: u64,
     /// Times its instance was replaced (after a fault, a memory cap or a cancellation).

@@ -151,6 +151,7 @@ fn mirrored_schemas_match_the_real_types() {
                 alias: "a".into(),
                 script_name: "s".into(),
                 limits,
+                mode: crate::registry::Mode::Isolated,
                 calls: 1,
                 resets: 0,
             }]),
