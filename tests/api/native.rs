@@ -797,3 +797,45 @@ async fn a_task_step_calls_a_native_function_the_policy_allows() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_abandoned_native_calls_cannot_take_every_slot() {
+    let server = TestServer::start_with(|config| {
+        install_native_module(&config.native.modules_dir, "fixture_native");
+        config.native.max_concurrent_calls = 2; // the tenant's share: 1
+        config.policy.native_functions = vec!["fixture_native.*".to_owned()];
+    })
+    .await;
+    server
+        .post("/module/load", json!({"name": "fixture_native"}))
+        .await;
+    let sleepy = json!({
+        "code": "import scriptbox\nscriptbox.native('fixture_native', 'sleep', ms=1500)",
+        "timeout": 0.3,
+    });
+    // The guest gives up at its deadline; the module's thread sleeps on with the slot.
+    let (status, body) = server.post("/api/python/execute", sleepy).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let echo = json!({"code": "import scriptbox\nresult = scriptbox.native('fixture_native', 'echo', [1])"});
+    let (status, body) = server.post("/api/python/execute", echo.clone()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["details"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("already has its share of native calls")),
+        "{body}"
+    );
+    // The rest of the slots still serve others (here the administrator's REST call).
+    let (status, body) = server
+        .post(
+            "/module/call",
+            json!({"name": "fixture_native", "function": "echo", "args": 2}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (status, body) = server.post("/api/python/execute", echo).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"], json!([1]));
+    server.stop().await;
+}

@@ -397,7 +397,7 @@ pub async fn call(
     let args = body.args.unwrap_or_else(crate::protocol::null);
     check_depth(&args, "args")?;
     let result = modules
-        .call(&body.name, &body.function, args.get(), None)
+        .call(&body.name, &body.function, args.get(), None, None)
         .await
         .map_err(native_error)?;
     Ok(Success(ModuleCallResult {

@@ -443,12 +443,17 @@ impl NativeModules {
 
     /// Calls `module.function` with `args` (JSON text) on a blocking thread, waiting at most
     /// `within` (or the configured call timeout, whichever is shorter). The answer is JSON.
+    ///
+    /// `share`: a slot of the caller's own share of native calls (a tenant's), held like the
+    /// server-wide one until the library returns, so a tenant whose guests give up on slow
+    /// calls cannot take every slot.
     pub async fn call(
         &self,
         module: &str,
         function: &str,
         args: &str,
         within: Option<Duration>,
+        share: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<Box<RawValue>, NativeError> {
         let limit = within.map_or(self.shared.settings.call_timeout, |w| {
             w.min(self.shared.settings.call_timeout)
@@ -469,7 +474,7 @@ impl NativeModules {
         if !loaded.library.has(function) {
             // Dropped off the async threads, in case it is the last hold on an unloaded
             // module (whose shutdown is module code).
-            tokio::task::spawn_blocking(move || drop((loaded, permit)));
+            tokio::task::spawn_blocking(move || drop((loaded, permit, share)));
             return Err(NativeError::UnknownFunction {
                 module: module.to_owned(),
                 function: function.to_owned(),
@@ -479,7 +484,7 @@ impl NativeModules {
         // The thread holds its permit until the library returns, even after the caller gave
         // up: a module that hangs keeps using its slot, so hung calls cannot pile up threads.
         let task = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            let _permit = (permit, share);
             loaded.library.call(&name, &args)
         });
         let answer = tokio::time::timeout(limit.saturating_sub(started.elapsed()), task).await;

@@ -25,6 +25,33 @@ pub use loader::{NativeError, NativeModules, Settings, State, Status};
 pub struct Access {
     pub modules: NativeModules,
     pub policy: crate::config::Policy,
+    /// The tenant's share of the native-call slots (half of them, at least one), so its
+    /// guests cannot hold every slot with calls they gave up on.
+    pub slots: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl Access {
+    /// A slot of the tenant's share, or why not.
+    pub fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, String> {
+        std::sync::Arc::clone(&self.slots)
+            .try_acquire_owned()
+            .map_err(|_| {
+                "this tenant already has its share of native calls running; try again later"
+                    .to_owned()
+            })
+    }
+
+    /// Whether `module.function` is allowed, as a guest-facing refusal.
+    pub fn check(&self, module: &str, function: &str, who: &str) -> Result<(), String> {
+        if self.policy.allows_native(module, function) {
+            Ok(())
+        } else {
+            Err(format!(
+                "native function {module}.{function} is not allowed for this {who} \
+                 (policy native_functions)"
+            ))
+        }
+    }
 }
 
 impl std::fmt::Debug for Access {

@@ -193,15 +193,11 @@ async fn call_native(
     function: &str,
     args: &RawValue,
 ) -> HostReply {
-    if !access.policy.allows_native(module, function) {
-        return Err(format!(
-            "native function {module}.{function} is not allowed for this tool's owner \
-             (policy native_functions)"
-        ));
-    }
+    access.check(module, function, "tool's owner")?;
+    let share = access.slot()?;
     access
         .modules
-        .call(module, function, args.get(), None)
+        .call(module, function, args.get(), None, Some(share))
         .await
         .map_err(|err| err.to_string())
 }

@@ -322,21 +322,17 @@ impl Task for NativeStep {
             let module = text(ctx.params, "module")?.unwrap_or_default();
             let function = text(ctx.params, "function")?.unwrap_or_default();
             let access = &ctx.registry.settings().native;
-            if !access.policy.allows_native(&module, &function) {
-                return Err(format!(
-                    "native function {module}.{function} is not allowed for this task's owner \
-                     (policy native_functions)"
-                ));
-            }
+            access.check(&module, &function, "task's owner")?;
             let mut args: BTreeMap<String, Box<RawValue>> = match ctx.params.get("args") {
                 Some(raw) => serde_json::from_str(raw.get()).map_err(|e| e.to_string())?,
                 None => BTreeMap::new(),
             };
             args.extend(ctx.inputs.iter().map(|(k, v)| (k.clone(), v.clone())));
             let args = serde_json::to_string(&args).map_err(|e| e.to_string())?;
+            let share = access.slot()?;
             access
                 .modules
-                .call(&module, &function, &args, Some(ctx.within))
+                .call(&module, &function, &args, Some(ctx.within), Some(share))
                 .await
                 .map_err(|e| e.to_string())
         })

@@ -294,6 +294,9 @@ fn make_tenant(spec: TenantSpec<'_>, parts: TenantParts<'_>) -> anyhow::Result<T
             native: crate::native::Access {
                 modules: parts.native.clone(),
                 policy: policy.clone(),
+                slots: Arc::new(tokio::sync::Semaphore::new(
+                    (parts.config.native.max_concurrent_calls / 2).max(1),
+                )),
             },
         },
         parts.shared.clone(),
