@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +42,10 @@ pub struct Server {
     pub native: NativeModules,
     /// `installPackage`'s installer.
     pub packages: Arc<crate::packages::Packages>,
+    /// What every instance is built from (for the driver's bytecode at start).
+    pub sandbox: Sandbox,
+    /// Where the driver's bytecode is kept between servers.
+    pub cache_dir: PathBuf,
 }
 
 impl Server {
@@ -97,6 +101,8 @@ impl Server {
                 &config.packages,
                 &config.data_dir,
             )),
+            sandbox,
+            cache_dir: config.cache_dir.clone(),
         })
     }
 
@@ -107,6 +113,7 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        crate::guest::precompile_driver(&self.sandbox, &self.cache_dir).await;
         self.native.restore().await;
         let app = http::router(AppState {
             tenants: Arc::clone(&self.tenants),

@@ -142,6 +142,7 @@ async fn in_process(config: &Config, engine: Engine, calls: usize) -> anyhow::Re
         site_packages: None,
     };
     let sandbox = Sandbox::new(engine, mounts, config.start)?;
+    crate::guest::precompile_driver(&sandbox, &config.cache_dir).await;
     let mut instance = sandbox
         .spawn("my_calc", &config.limits, &tool)
         .await

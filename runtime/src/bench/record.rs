@@ -78,9 +78,11 @@ fn verdict(value: f64, goal: f64, unit: &str) -> String {
     }
 }
 
-/// A registry of the local tenant of a server built on `engine`.
-fn registry(config: &Config, engine: Engine) -> anyhow::Result<(Server, Arc<Registry>)> {
+/// A registry of the local tenant of a server built on `engine` (its driver precompiled, as
+/// a running server has it).
+async fn registry(config: &Config, engine: Engine) -> anyhow::Result<(Server, Arc<Registry>)> {
     let server = Server::with_engine(config, engine)?;
+    crate::guest::precompile_driver(&server.sandbox, &server.cache_dir).await;
     let registry = server
         .tenants
         .get(crate::config::LOCAL_TENANT)
@@ -114,7 +116,7 @@ async fn call_ok(registry: &Registry, alias: &str, op: Op) -> anyhow::Result<Dur
 /// Isolated calls of `counter.increment`: at a moderate rate (one call every 25 ms, the pool
 /// keeps up) and back to back (the pool's refill is the limit).
 pub async fn isolated(config: &Config, engine: Engine, rows: &mut Vec<Row>) -> anyhow::Result<()> {
-    let (_server, registry) = registry(config, engine.clone())?;
+    let (_server, registry) = registry(config, engine.clone()).await?;
     registry
         .load("counter", "iso", &Default::default(), Mode::Isolated)
         .await
@@ -153,7 +155,7 @@ pub async fn isolated(config: &Config, engine: Engine, rows: &mut Vec<Row>) -> a
     ));
     // What an isolated call costs without a pool: a start from the snapshot plus the import.
     let mut starts = Vec::new();
-    let sandbox = plain_sandbox(config, engine)?;
+    let sandbox = plain_sandbox(config, engine).await?;
     for _ in 0..20 {
         let started = Instant::now();
         let instance = sandbox
@@ -180,12 +182,15 @@ fn tool_mounts(config: &Config) -> anyhow::Result<ToolMounts> {
     })
 }
 
-fn plain_sandbox(config: &Config, engine: Engine) -> anyhow::Result<Sandbox> {
+/// A sandbox as the server builds it (the driver precompiled).
+async fn plain_sandbox(config: &Config, engine: Engine) -> anyhow::Result<Sandbox> {
     let mounts = Mounts {
         stdlib: config.stdlib_dir(),
         driver: crate::guest::install_driver(&config.data_dir)?,
     };
-    Sandbox::new(engine, mounts, config.start)
+    let sandbox = Sandbox::new(engine, mounts, config.start)?;
+    crate::guest::precompile_driver(&sandbox, &config.cache_dir).await;
+    Ok(sandbox)
 }
 
 /// The numpy+pandas tool's first call in a fresh instance (start, imports, call), against
@@ -196,7 +201,7 @@ pub async fn numpy_pandas(
     python: &str,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
-    let sandbox = plain_sandbox(config, engine)?;
+    let sandbox = plain_sandbox(config, engine).await?;
     let mounts = tool_mounts(config)?;
     let mut samples = Vec::new();
     for _ in 0..5 {
@@ -281,7 +286,7 @@ pub async fn cpu(
     python: &str,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
-    let sandbox = plain_sandbox(config, engine)?;
+    let sandbox = plain_sandbox(config, engine).await?;
     let mut limits = config.limits;
     limits.fuel = limits.fuel.saturating_mul(50);
     limits.deadline_ms = 120_000;
@@ -348,7 +353,7 @@ pub async fn memory(
         config.max_concurrent_calls = config.max_concurrent_calls.max(count + 1);
         config.quotas.max_tools = count + 1;
         config.quotas.max_concurrent_calls = config.max_concurrent_calls;
-        let (server, registry) = registry(&config, engine.clone())?;
+        let (server, registry) = registry(&config, engine.clone()).await?;
         let before = pss().context("reading /proc/self/smaps_rollup")?;
         for i in 0..count {
             registry

@@ -22,6 +22,7 @@ pub mod host;
 pub mod limits;
 pub mod mounts;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -167,6 +168,9 @@ pub struct Sandbox {
     engine: Engine,
     mounts: Mounts,
     start: StartLimits,
+    /// The driver file the interpreter runs, inside the driver mount: its source, or (once
+    /// [`Sandbox::use_compiled_driver`] was told) its bytecode, which starts faster.
+    driver_entry: Arc<std::sync::RwLock<String>>,
 }
 
 impl Sandbox {
@@ -191,7 +195,22 @@ impl Sandbox {
             engine,
             mounts,
             start,
+            driver_entry: Arc::new(std::sync::RwLock::new(mounts::DRIVER_FILE.to_owned())),
         })
+    }
+
+    /// From now on, instances run `file` (a compiled driver in the driver folder) instead
+    /// of the driver's source. Shared by every clone of this sandbox.
+    pub fn use_compiled_driver(&self, file: &str) {
+        *self
+            .driver_entry
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner()) = file.to_owned();
+    }
+
+    /// The driver folder on the host.
+    pub fn driver_dir(&self) -> &std::path::Path {
+        &self.mounts.driver
     }
 
     /// Starts an instance with the tool `module` (a checked Python module name) imported,
@@ -288,7 +307,12 @@ impl Sandbox {
     }
 
     fn wasi_ctx(&self, module: &str, tool: &ToolMounts) -> anyhow::Result<WasiP1Ctx> {
-        let driver = format!("{}/{}", mounts::DRIVER_GUEST, mounts::DRIVER_FILE);
+        let entry = self
+            .driver_entry
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone();
+        let driver = format!("{}/{}", mounts::DRIVER_GUEST, entry);
         let mut args = vec![
             mounts::ARGV0.to_owned(),
             driver,
