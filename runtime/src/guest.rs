@@ -79,7 +79,8 @@ async fn try_precompile(sandbox: &crate::sandbox::Sandbox, cache_dir: &Path) -> 
             .join(format!(".{name}.{}", std::process::id()));
         std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444))?;
-        std::fs::rename(&tmp, &target).with_context(|| format!("installing {}", target.display()))?;
+        std::fs::rename(&tmp, &target)
+            .with_context(|| format!("installing {}", target.display()))?;
     }
     sandbox.use_compiled_driver(&name);
     Ok(())

@@ -121,3 +121,21 @@ async fn profiling_returns_the_cprofile_table() {
     assert_eq!(body["error"]["details"]["type"], "SyntaxError");
     assert_eq!(code(&body), "python_exception");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_run_the_drivers_bytecode_compiled_at_start() {
+    let server = TestServer::start().await;
+    let (status, body) = server
+        .post(
+            "/api/python/execute",
+            json!({"code": "import __main__\nresult = __main__.__file__"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let file = body["result"].as_str().expect("the driver's file");
+    assert!(
+        file.starts_with("/scriptbox/_scriptbox_driver.") && file.ends_with(".pyc"),
+        "{file}"
+    );
+    server.stop().await;
+}
