@@ -21,6 +21,21 @@ async fn with_modules(modules: &[&str]) -> TestServer {
     .await
 }
 
+/// `(name, state)` of each module in a `/module/list` answer.
+fn states(body: &Value) -> Vec<(&str, &str)> {
+    body["data"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or(""),
+                m["state"].as_str().unwrap_or(""),
+            )
+        })
+        .collect()
+}
+
 fn write_manifest(modules_dir: &Path, name: &str, manifest: Value) {
     let folder = modules_dir.join(name);
     std::fs::create_dir_all(&folder).expect("folder");
@@ -45,17 +60,7 @@ async fn a_module_loads_after_its_dependency_and_calls_it_through_the_host() {
     let server = with_modules(&["astro_native", "astro_report"]).await;
     let (status, body) = server.get("/module/list").await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let states: Vec<(&str, &str)> = body["data"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .map(|m| {
-            (
-                m["name"].as_str().unwrap_or(""),
-                m["state"].as_str().unwrap_or(""),
-            )
-        })
-        .collect();
+    let states = states(&body);
     assert_eq!(
         states,
         [("astro_native", "unloaded"), ("astro_report", "unloaded")]
@@ -719,17 +724,7 @@ async fn loaded_and_disabled_modules_are_restored_after_a_restart() {
 
     let server = start().await;
     let (_, body) = server.get("/module/list").await;
-    let states: Vec<(&str, &str)> = body["data"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .map(|m| {
-            (
-                m["name"].as_str().unwrap_or(""),
-                m["state"].as_str().unwrap_or(""),
-            )
-        })
-        .collect();
+    let states = states(&body);
     assert_eq!(
         states,
         [

@@ -161,6 +161,16 @@ struct Table {
     invalid: BTreeMap<String, String>,
 }
 
+impl Table {
+    /// Every known module's manifest, by name (what the load order is computed from).
+    fn manifests(&self) -> BTreeMap<String, Manifest> {
+        self.entries
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.manifest.clone()))
+            .collect()
+    }
+}
+
 /// What survives a restart.
 #[derive(Default, Serialize, Deserialize)]
 struct Saved {
@@ -616,21 +626,12 @@ impl NativeModules {
     }
 
     fn manifests(&self) -> BTreeMap<String, Manifest> {
-        lock(&self.shared.table)
-            .entries
-            .iter()
-            .map(|(name, entry)| (name.clone(), entry.manifest.clone()))
-            .collect()
+        lock(&self.shared.table).manifests()
     }
 
     fn loaded_dependents(&self, name: &str) -> Vec<String> {
         let table = lock(&self.shared.table);
-        let manifests: BTreeMap<String, Manifest> = table
-            .entries
-            .iter()
-            .map(|(n, e)| (n.clone(), e.manifest.clone()))
-            .collect();
-        order::dependents(name, &manifests)
+        order::dependents(name, &table.manifests())
             .into_iter()
             .filter(|d| table.entries.get(d).is_some_and(|e| e.module.is_some()))
             .collect()
@@ -748,11 +749,7 @@ impl NativeModules {
         let saved = {
             let table = lock(&self.shared.table);
             let mut loaded: Vec<String> = Vec::new();
-            let manifests: BTreeMap<String, Manifest> = table
-                .entries
-                .iter()
-                .map(|(n, e)| (n.clone(), e.manifest.clone()))
-                .collect();
+            let manifests = table.manifests();
             for (name, entry) in &table.entries {
                 if entry.module.is_some()
                     && let Ok(chain) = order::load_order(name, &manifests)
@@ -790,11 +787,7 @@ async fn finish<T>(
 
 fn status_of(table: &Table, name: &str) -> Option<Status> {
     let entry = table.entries.get(name)?;
-    let manifests: BTreeMap<String, Manifest> = table
-        .entries
-        .iter()
-        .map(|(n, e)| (n.clone(), e.manifest.clone()))
-        .collect();
+    let manifests = table.manifests();
     Some(Status {
         name: name.to_owned(),
         state: entry.state,
