@@ -66,7 +66,8 @@ async fn try_precompile(sandbox: &crate::sandbox::Sandbox, cache_dir: &Path) -> 
             Err(_) => {
                 let bytes = compile_in_guest(sandbox).await?;
                 if std::fs::create_dir_all(cache_dir).is_ok() {
-                    let tmp = cache_dir.join(format!(".{name}.{}", std::process::id()));
+                    // Unique: several servers in one process may compile at once.
+                    let tmp = cache_dir.join(format!(".{name}.{}", uuid::Uuid::new_v4().simple()));
                     if std::fs::write(&tmp, &bytes).is_ok() {
                         let _ = std::fs::rename(&tmp, &cached);
                     }
@@ -76,26 +77,50 @@ async fn try_precompile(sandbox: &crate::sandbox::Sandbox, cache_dir: &Path) -> 
         };
         let tmp = sandbox
             .driver_dir()
-            .join(format!(".{name}.{}", std::process::id()));
+            .join(format!(".{name}.{}", uuid::Uuid::new_v4().simple()));
         std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444))?;
         std::fs::rename(&tmp, &target)
             .with_context(|| format!("installing {}", target.display()))?;
     }
     sandbox.use_compiled_driver(&name);
+    // A cached file from another interpreter build (another bytecode format) would stop every
+    // start: prove it with one instance, else go back to the source and forget the file.
+    if let Err(err) = start_one(sandbox).await {
+        sandbox.use_compiled_driver(DRIVER_FILE);
+        let _ = std::fs::remove_file(&cached);
+        let _ = std::fs::remove_file(&target);
+        anyhow::bail!("the compiled driver does not start: {err}");
+    }
     Ok(())
 }
 
-async fn compile_in_guest(sandbox: &crate::sandbox::Sandbox) -> anyhow::Result<Vec<u8>> {
-    use crate::protocol::Op;
-    use crate::sandbox::{Limits, Outcome, ToolMounts};
-    let mounts = ToolMounts {
+async fn start_one(sandbox: &crate::sandbox::Sandbox) -> anyhow::Result<()> {
+    sandbox
+        .spawn(
+            crate::protocol::SCRATCH_MODULE,
+            &crate::sandbox::Limits::default(),
+            &scratch_mounts(sandbox),
+        )
+        .await
+        .map(drop)
+        .map_err(|err| anyhow::anyhow!("{err}"))
+}
+
+fn scratch_mounts(sandbox: &crate::sandbox::Sandbox) -> crate::sandbox::ToolMounts {
+    crate::sandbox::ToolMounts {
         scripts: sandbox.driver_dir().to_path_buf(),
         scratch: None,
         max_open_files: 16,
         sys_paths: Vec::new(),
         site_packages: None,
-    };
+    }
+}
+
+async fn compile_in_guest(sandbox: &crate::sandbox::Sandbox) -> anyhow::Result<Vec<u8>> {
+    use crate::protocol::Op;
+    use crate::sandbox::{Limits, Outcome};
+    let mounts = scratch_mounts(sandbox);
     let mut instance = sandbox
         .spawn(crate::protocol::SCRATCH_MODULE, &Limits::default(), &mounts)
         .await

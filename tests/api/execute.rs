@@ -139,3 +139,25 @@ async fn instances_run_the_drivers_bytecode_compiled_at_start() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_cached_driver_bytecode_falls_back_to_the_source() {
+    let cache = tempfile::tempdir().expect("cache dir");
+    let hash = blake3::hash(scriptbox::guest::DRIVER_SOURCE.as_bytes()).to_hex();
+    let bad = cache
+        .path()
+        .join(format!("_scriptbox_driver.{}.pyc", &hash[..16]));
+    std::fs::write(&bad, b"not bytecode").expect("bad pyc");
+    let dir = cache.path().to_path_buf();
+    let server = TestServer::start_with(move |config| config.cache_dir = dir).await;
+    let (status, body) = server
+        .post(
+            "/api/python/execute",
+            json!({"code": "import __main__\nresult = __main__.__file__"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"], "/scriptbox/_scriptbox_driver.py");
+    assert!(!bad.exists(), "the broken file is forgotten");
+    server.stop().await;
+}
