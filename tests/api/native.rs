@@ -36,6 +36,16 @@ fn states(body: &Value) -> Vec<(&str, &str)> {
         .collect()
 }
 
+/// `astro_report.report` for Vega from Greenwich, over `/module/call`.
+async fn report(server: &scriptbox_tests::Api) -> (StatusCode, Value) {
+    server
+        .post(
+            "/module/call",
+            json!({"name": "astro_report", "function": "report", "args": VEGA_AT_GREENWICH()}),
+        )
+        .await
+}
+
 fn write_manifest(modules_dir: &Path, name: &str, manifest: Value) {
     let folder = modules_dir.join(name);
     std::fs::create_dir_all(&folder).expect("folder");
@@ -76,12 +86,7 @@ async fn a_module_loads_after_its_dependency_and_calls_it_through_the_host() {
     );
     assert_eq!(body["data"]["state"], "loaded");
 
-    let (status, body) = server
-        .post(
-            "/module/call",
-            json!({"name": "astro_report", "function": "report", "args": VEGA_AT_GREENWICH()}),
-        )
-        .await;
+    let (status, body) = report(&server).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let report = &body["data"]["result"];
     // config.json sets the threshold the module's init read.
@@ -151,12 +156,7 @@ async fn unloading_a_dependency_is_refused_while_its_dependents_are_loaded() {
         body["data"]["loaded"],
         json!(["astro_native", "astro_report"])
     );
-    let (status, body) = server
-        .post(
-            "/module/call",
-            json!({"name": "astro_report", "function": "report", "args": VEGA_AT_GREENWICH()}),
-        )
-        .await;
+    let (status, body) = report(&server).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
     for name in ["astro_report", "astro_native"] {
@@ -695,12 +695,7 @@ async fn calls_racing_reloads_and_unloads_never_deadlock() {
         .post("/module/status", json!({"name": "astro_report"}))
         .await;
     assert_eq!(body["data"]["state"], "loaded");
-    let (status, body) = server
-        .post(
-            "/module/call",
-            json!({"name": "astro_report", "function": "report", "args": VEGA_AT_GREENWICH()}),
-        )
-        .await;
+    let (status, body) = report(&server).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     server.stop().await;
 }
@@ -739,12 +734,7 @@ async fn loaded_and_disabled_modules_are_restored_after_a_restart() {
             ("fixture_native", "disabled")
         ]
     );
-    let (status, body) = server
-        .post(
-            "/module/call",
-            json!({"name": "astro_report", "function": "report", "args": VEGA_AT_GREENWICH()}),
-        )
-        .await;
+    let (status, body) = report(&server).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     server.stop().await;
 }

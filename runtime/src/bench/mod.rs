@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 
 use crate::config::{Config, SOURCE_ROOT};
 use crate::engine::Engine;
-use crate::sandbox::{Mounts, Outcome, Sandbox, ToolMounts};
+use crate::sandbox::Outcome;
 use crate::server::Server;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -130,19 +130,8 @@ fn args_raw(a: usize) -> anyhow::Result<(Box<RawValue>, Box<RawValue>)> {
 }
 
 async fn in_process(config: &Config, engine: Engine, calls: usize) -> anyhow::Result<Measured> {
-    let mounts = Mounts {
-        stdlib: config.stdlib_dir(),
-        driver: crate::guest::install_driver(&config.data_dir)?,
-    };
-    let tool = ToolMounts {
-        scripts: config.scripts_dir.canonicalize()?,
-        scratch: None,
-        max_open_files: config.quotas.max_open_files,
-        sys_paths: Vec::new(),
-        site_packages: None,
-    };
-    let sandbox = Sandbox::new(engine, mounts, config.start)?;
-    crate::guest::precompile_driver(&sandbox, &config.cache_dir).await;
+    let sandbox = record::plain_sandbox(config, engine).await?;
+    let tool = record::tool_mounts(config)?;
     let mut instance = sandbox
         .spawn("my_calc", &config.limits, &tool)
         .await

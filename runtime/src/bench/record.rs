@@ -172,7 +172,7 @@ pub async fn isolated(config: &Config, engine: Engine, rows: &mut Vec<Row>) -> a
     Ok(())
 }
 
-fn tool_mounts(config: &Config) -> anyhow::Result<ToolMounts> {
+pub(super) fn tool_mounts(config: &Config) -> anyhow::Result<ToolMounts> {
     Ok(ToolMounts {
         scripts: config.scripts_dir.canonicalize()?,
         scratch: None,
@@ -183,7 +183,7 @@ fn tool_mounts(config: &Config) -> anyhow::Result<ToolMounts> {
 }
 
 /// A sandbox as the server builds it (the driver precompiled).
-async fn plain_sandbox(config: &Config, engine: Engine) -> anyhow::Result<Sandbox> {
+pub(super) async fn plain_sandbox(config: &Config, engine: Engine) -> anyhow::Result<Sandbox> {
     let mounts = Mounts {
         stdlib: config.stdlib_dir(),
         driver: crate::guest::install_driver(&config.data_dir)?,

@@ -544,19 +544,7 @@ impl Registry {
         op: Op,
         within: Option<std::time::Duration>,
     ) -> Result<CallReport, RegistryError> {
-        let tool = self.get(alias)?;
-        let permits = self.admit_call()?;
-        let (reply, answer) = oneshot::channel();
-        tool.submit(Job::Run {
-            op,
-            reply,
-            permits,
-            cancel: None,
-            chain: Vec::new(),
-            within,
-            counted: false,
-        })?;
-        answer.await.map_err(|_| RegistryError::Unloaded)?
+        self.submit_run(alias, op, None, within, false).await
     }
 
     /// As [`Registry::run`]; a message on `cancel` stops the guest mid-call (the instance is
@@ -627,6 +615,18 @@ impl Registry {
         cancel: Option<oneshot::Receiver<()>>,
         within: Option<std::time::Duration>,
     ) -> Result<CallReport, RegistryError> {
+        self.submit_run(alias, op, cancel, within, true).await
+    }
+
+    /// Queues `op` for `alias` under this owner's call quotas and waits for its report.
+    async fn submit_run(
+        &self,
+        alias: &str,
+        op: Op,
+        cancel: Option<oneshot::Receiver<()>>,
+        within: Option<std::time::Duration>,
+        counted: bool,
+    ) -> Result<CallReport, RegistryError> {
         let tool = self.get(alias)?;
         let permits = self.admit_call()?;
         let (reply, answer) = oneshot::channel();
@@ -637,7 +637,7 @@ impl Registry {
             cancel,
             chain: Vec::new(),
             within,
-            counted: true,
+            counted,
         })?;
         answer.await.map_err(|_| RegistryError::Unloaded)?
     }
