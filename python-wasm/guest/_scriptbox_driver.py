@@ -779,12 +779,15 @@ def _public_name(name):
 
 def memory_stats():
     """Python's own view of its memory: the objects the collector tracks and their sizes
-    (containers and instances; untracked atoms such as ints and strs are not counted). This
-    build's allocator keeps no block counts (sys.getallocatedblocks() is 0)."""
+    (containers and instances; untracked atoms such as ints and strs are not counted), and
+    the objects frozen when a pre-initialised image was built (shared with the image, never
+    walked by the collector, so not in the first two). This build's allocator keeps no block
+    counts (sys.getallocatedblocks() is 0)."""
     import gc
 
     objects = gc.get_objects()
-    return {"gc_objects": len(objects), "gc_tracked_bytes": sum(map(sys.getsizeof, objects))}
+    return {"gc_objects": len(objects), "gc_tracked_bytes": sum(map(sys.getsizeof, objects)),
+            "gc_frozen_objects": gc.get_freeze_count()}
 
 
 def collect():
@@ -1048,7 +1051,25 @@ def pipe_transport():
     return exchange
 
 
+def boot(argv):
+    """Entry point in a pre-initialised image (runtime/src/sandbox/image/), where this module
+    was imported when the image was built: `argv` is what sys.argv is when the interpreter
+    runs this file."""
+    sys.argv = list(argv)
+    return main(sys.argv)
+
+
+def reseed():
+    """Every instance of an image starts from one memory: generators seeded while it was
+    built would give every instance the same numbers. Fresh seeds from the OS, per instance."""
+    for name in ("random", "numpy.random"):
+        module = sys.modules.get(name)
+        if module is not None:
+            module.seed()
+
+
 def main(argv):
+    reseed()
     if len(argv) < 3:
         sys.stderr.write("usage: _scriptbox_driver.py MODULE SCRIPTS_DIR [--pipes]\n")
         return 2

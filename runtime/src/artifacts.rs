@@ -9,7 +9,12 @@ use anyhow::{Context as _, bail};
 use crate::config::SOURCE_ROOT;
 
 /// Files the server needs from the artifacts folder.
-const REQUIRED: &[&str] = &["python-snapshot.wasm", "lib/python315.zip", "SHA256SUMS"];
+const REQUIRED: &[&str] = &[
+    "python-snapshot.wasm",
+    "python.wasm",
+    "lib/python315.zip",
+    "SHA256SUMS",
+];
 
 pub fn present(dir: &Path) -> bool {
     REQUIRED.iter().all(|f| dir.join(f).is_file())

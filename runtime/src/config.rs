@@ -13,6 +13,7 @@
 //! queue_depth = 32
 //! isolated_pool_per_tool = 2   # pre-warmed instances per isolated tool (mode: "isolated")
 //! isolated_pool_total = 16     # all isolated tools together
+//! images = true                # pre-initialised interpreter images (built once per machine)
 //! max_body_bytes = 1048576
 //!
 //! [http]
@@ -117,6 +118,10 @@ pub struct Config {
     pub isolated_pool_per_tool: usize,
     /// Pre-warmed instances kept by all isolated tools together.
     pub isolated_pool_total: usize,
+    /// Start instances from pre-initialised images (the driver, or the driver with numpy and
+    /// pandas, already imported), built from `python.wasm` once per machine and cached in
+    /// `cache_dir`. Off: every instance starts from the base snapshot.
+    pub images: bool,
     /// Largest request body.
     pub max_body_bytes: usize,
     /// Per-call and per-instance limits (defaults and maxima).
@@ -392,6 +397,7 @@ impl Default for Config {
             queue_depth: 32,
             isolated_pool_per_tool: 2,
             isolated_pool_total: 16,
+            images: true,
             max_body_bytes: 1 << 20,
             limits: Limits::default(),
             start: StartLimits::default(),
@@ -560,6 +566,11 @@ impl Config {
     /// The interpreter module.
     pub fn snapshot_wasm(&self) -> PathBuf {
         self.artifacts_dir.join("python-snapshot.wasm")
+    }
+
+    /// The interpreter before its snapshot, which scriptbox pre-initialises its images from.
+    pub fn plain_wasm(&self) -> PathBuf {
+        self.artifacts_dir.join("python.wasm")
     }
 
     /// The folder mounted at /usr/local/lib.

@@ -114,6 +114,7 @@ fn scratch_mounts(sandbox: &crate::sandbox::Sandbox) -> crate::sandbox::ToolMoun
         max_open_files: 16,
         sys_paths: Vec::new(),
         site_packages: None,
+        preload: Default::default(),
     }
 }
 

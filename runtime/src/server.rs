@@ -46,6 +46,8 @@ pub struct Server {
     pub sandbox: Sandbox,
     /// Where the driver's bytecode is kept between servers.
     pub cache_dir: PathBuf,
+    /// `python.wasm`, when the pre-initialised images are on (`images = true`).
+    pub images: Option<PathBuf>,
 }
 
 impl Server {
@@ -103,6 +105,7 @@ impl Server {
             )),
             sandbox,
             cache_dir: config.cache_dir.clone(),
+            images: config.images.then(|| config.plain_wasm()),
         })
     }
 
@@ -114,6 +117,11 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         crate::guest::precompile_driver(&self.sandbox, &self.cache_dir).await;
+        if let Some(plain) = self.images.clone() {
+            let (sandbox, cache_dir) = (self.sandbox.clone(), self.cache_dir.clone());
+            // In the background: serving starts at once, from the base snapshot until then.
+            tokio::spawn(async move { sandbox.prepare_images(&plain, &cache_dir).await });
+        }
         self.native.restore().await;
         let app = http::router(AppState {
             tenants: Arc::clone(&self.tenants),
@@ -122,6 +130,7 @@ impl Server {
             tasks: Arc::clone(&self.tasks),
             native: self.native.clone(),
             packages: Arc::clone(&self.packages),
+            sandbox: self.sandbox.clone(),
         });
         let connections = Arc::new(Semaphore::new(self.http.max_connections));
         let per_address = PerAddress::new(self.http.max_connections_per_ip);

@@ -124,7 +124,8 @@ async fn profiling_returns_the_cprofile_table() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_run_the_drivers_bytecode_compiled_at_start() {
-    let server = TestServer::start().await;
+    // Instances from the base snapshot (images off, or not ready yet) run the driver's file.
+    let server = TestServer::start_with(|config| config.images = false).await;
     let (status, body) = server
         .post(
             "/api/python/execute",
@@ -149,7 +150,11 @@ async fn a_broken_cached_driver_bytecode_falls_back_to_the_source() {
         .join(format!("_scriptbox_driver.{}.pyc", &hash[..16]));
     std::fs::write(&bad, b"not bytecode").expect("bad pyc");
     let dir = cache.path().to_path_buf();
-    let server = TestServer::start_with(move |config| config.cache_dir = dir).await;
+    let server = TestServer::start_with(move |config| {
+        config.cache_dir = dir;
+        config.images = false;
+    })
+    .await;
     let (status, body) = server
         .post(
             "/api/python/execute",

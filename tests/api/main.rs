@@ -12,6 +12,7 @@ mod fetch;
 mod guide;
 mod high_level;
 mod host;
+mod images;
 mod isolation;
 mod jobs;
 mod lifecycle;

@@ -23,12 +23,13 @@ async fn usage_collection_and_eviction() {
             tool["linear_memory_bytes"].as_u64().expect("linear") > 1 << 20,
             "{tool}"
         );
+        // Most objects were frozen when the image was built; the tool's own are tracked.
+        let python = &tool["python"];
+        let tracked = python["gc_objects"].as_u64().expect("objects");
+        let frozen = python["gc_frozen_objects"].as_u64().expect("frozen");
+        assert!(tracked > 50 && frozen > 10_000, "{tool}");
         assert!(
-            tool["python"]["gc_objects"].as_u64().expect("objects") > 100,
-            "{tool}"
-        );
-        assert!(
-            tool["python"]["gc_tracked_bytes"].as_u64().expect("bytes") > 10_000,
+            python["gc_tracked_bytes"].as_u64().expect("bytes") > 4_000,
             "{tool}"
         );
     }

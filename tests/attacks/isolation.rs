@@ -2,7 +2,9 @@
 //! what an earlier instance held.
 
 use scriptbox::config::Config;
-use scriptbox::sandbox::{Limits, Mounts, Outcome, Sandbox, StartLimits, ToolMounts};
+use scriptbox::sandbox::{
+    ImageKind, ImagesState, Limits, Mounts, Outcome, Sandbox, StartLimits, ToolMounts,
+};
 use serde_json::value::RawValue;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,12 +21,19 @@ async fn a_new_instance_never_sees_a_previous_instances_bytes() {
         driver: scriptbox::guest::install_driver(&dir.path().join("data")).expect("driver"),
     };
     let sandbox = Sandbox::new(engine, mounts, StartLimits::default()).expect("sandbox");
+    // On the pre-initialised image, as a server's instances start: every instance of it
+    // shares the image's pages, and must still never see another instance's bytes.
+    sandbox
+        .prepare_images(&config.plain_wasm(), &config.cache_dir)
+        .await;
+    assert_eq!(sandbox.images_state(), ImagesState::Ready);
     let tool = ToolMounts {
         scripts,
         scratch: None,
         max_open_files: 64,
         sys_paths: Vec::new(),
         site_packages: None,
+        preload: Default::default(),
     };
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -37,6 +46,7 @@ async fn a_new_instance_never_sees_a_previous_instances_bytes() {
         .spawn("attacker", &limits, &tool)
         .await
         .expect("spawn");
+    assert_eq!(first.image(), ImageKind::Driver);
     let args = RawValue::from_string(format!("[\"{secret}\"]")).expect("args");
     let kwargs = RawValue::from_string("{}".into()).expect("kwargs");
     let outcome = first.call("remember", &args, &kwargs).await;

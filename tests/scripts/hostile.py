@@ -5,7 +5,8 @@ import sys
 
 def cheat_output(n: int) -> int:
     """Lift the driver's output budget, then print past the call's cap."""
-    driver = sys.modules["__main__"]
+    # the driver: imported as a module in a pre-initialised image, else run as __main__
+    driver = sys.modules.get("_scriptbox_driver") or sys.modules["__main__"]
     driver.Budget.reset = lambda self, cap: (setattr(self, "left", 1 << 60), setattr(self, "exceeded", False))
     print("x" * n)
     return n

@@ -130,7 +130,7 @@ fn args_raw(a: usize) -> anyhow::Result<(Box<RawValue>, Box<RawValue>)> {
 }
 
 async fn in_process(config: &Config, engine: Engine, calls: usize) -> anyhow::Result<Measured> {
-    let sandbox = record::plain_sandbox(config, engine).await?;
+    let sandbox = record::sandbox(config, engine, true).await?;
     let tool = record::tool_mounts(config)?;
     let mut instance = sandbox
         .spawn("my_calc", &config.limits, &tool)

@@ -83,6 +83,12 @@ fn verdict(value: f64, goal: f64, unit: &str) -> String {
 async fn registry(config: &Config, engine: Engine) -> anyhow::Result<(Server, Arc<Registry>)> {
     let server = Server::with_engine(config, engine)?;
     crate::guest::precompile_driver(&server.sandbox, &server.cache_dir).await;
+    if config.images {
+        server
+            .sandbox
+            .prepare_images(&config.plain_wasm(), &config.cache_dir)
+            .await;
+    }
     let registry = server
         .tenants
         .get(crate::config::LOCAL_TENANT)
@@ -153,22 +159,25 @@ pub async fn isolated(config: &Config, engine: Engine, rows: &mut Vec<Row>) -> a
             f64::from(done) / started.elapsed().as_secs_f64()
         ),
     ));
-    // What an isolated call costs without a pool: a start from the snapshot plus the import.
-    let mut starts = Vec::new();
-    let sandbox = plain_sandbox(config, engine).await?;
-    for _ in 0..20 {
-        let started = Instant::now();
-        let instance = sandbox
-            .spawn("counter", &config.limits, &tool_mounts(config)?)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        starts.push(started.elapsed());
-        drop(instance);
+    // What an isolated call costs without a pool: a start plus the tool's import, from the
+    // driver image and from the base snapshot.
+    for (images, what) in [(true, "driver image"), (false, "base snapshot")] {
+        let sandbox = sandbox(config, engine.clone(), images).await?;
+        let mut starts = Vec::new();
+        for _ in 0..20 {
+            let started = Instant::now();
+            let instance = sandbox
+                .spawn("counter", &config.limits, &tool_mounts(config)?)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            starts.push(started.elapsed());
+            drop(instance);
+        }
+        rows.push(Row::new(
+            format!("instance start + tool import (no pool), {what}, p50"),
+            format!("{:.2} ms", ms(percentile(&mut starts, 0.5))),
+        ));
     }
-    rows.push(Row::new(
-        "instance start + tool import (no pool), p50",
-        format!("{:.2} ms", ms(percentile(&mut starts, 0.5))),
-    ));
     Ok(())
 }
 
@@ -179,17 +188,28 @@ pub(super) fn tool_mounts(config: &Config) -> anyhow::Result<ToolMounts> {
         max_open_files: config.quotas.max_open_files,
         sys_paths: Vec::new(),
         site_packages: None,
+        preload: Default::default(),
     })
 }
 
-/// A sandbox as the server builds it (the driver precompiled).
-pub(super) async fn plain_sandbox(config: &Config, engine: Engine) -> anyhow::Result<Sandbox> {
+/// A sandbox as the server builds it: the driver precompiled and, with `images` (and the
+/// config's `images` on), the pre-initialised images ready.
+pub(super) async fn sandbox(
+    config: &Config,
+    engine: Engine,
+    images: bool,
+) -> anyhow::Result<Sandbox> {
     let mounts = Mounts {
         stdlib: config.stdlib_dir(),
         driver: crate::guest::install_driver(&config.data_dir)?,
     };
     let sandbox = Sandbox::new(engine, mounts, config.start)?;
     crate::guest::precompile_driver(&sandbox, &config.cache_dir).await;
+    if images && config.images {
+        sandbox
+            .prepare_images(&config.plain_wasm(), &config.cache_dir)
+            .await;
+    }
     Ok(sandbox)
 }
 
@@ -201,22 +221,26 @@ pub async fn numpy_pandas(
     python: &str,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
-    let sandbox = plain_sandbox(config, engine).await?;
-    let mounts = tool_mounts(config)?;
-    let mut samples = Vec::new();
-    for _ in 0..5 {
-        let started = Instant::now();
-        let mut instance = sandbox
-            .spawn("dataframe_tool", &config.limits, &mounts)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let outcome = instance.run(&call_op("summary")?).await;
-        if !matches!(outcome, Outcome::Answered { error: None, .. }) {
-            bail!("the numpy+pandas tool failed: {outcome:?}");
+    let mut mounts = tool_mounts(config)?;
+    mounts.preload = crate::sandbox::Preload::for_script(&mounts.scripts, "dataframe_tool");
+    let mut p50s = Vec::new();
+    for images in [true, false] {
+        let sandbox = sandbox(config, engine.clone(), images).await?;
+        let mut samples = Vec::new();
+        for _ in 0..if images { 20 } else { 3 } {
+            let started = Instant::now();
+            let mut instance = sandbox
+                .spawn("dataframe_tool", &config.limits, &mounts)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let outcome = instance.run(&call_op("summary")?).await;
+            if !matches!(outcome, Outcome::Answered { error: None, .. }) {
+                bail!("the numpy+pandas tool failed: {outcome:?}");
+            }
+            samples.push(started.elapsed());
         }
-        samples.push(started.elapsed());
+        p50s.push(ms(percentile(&mut samples, 0.5)));
     }
-    let p50 = ms(percentile(&mut samples, 0.5));
     let script = config.scripts_dir.join("dataframe_tool.py");
     let native = native_seconds(
         python,
@@ -225,16 +249,21 @@ pub async fn numpy_pandas(
             script.display()
         ),
     );
-    let mut row = Row::new(
-        "fresh call of a numpy+pandas tool, p50",
-        format!("{p50:.1} ms"),
-    )
-    .goal(verdict(p50, 15.0, "ms"));
-    if let Some(native) = native {
-        row.native = format!("{:.1} ms", native * 1e3);
-        row.ratio = format!("{:.1}x", p50 / (native * 1e3));
+    for (p50, what) in p50s
+        .into_iter()
+        .zip(["numpy+pandas image", "base snapshot"])
+    {
+        let mut row = Row::new(
+            format!("fresh call of a numpy+pandas tool, {what}, p50"),
+            format!("{p50:.1} ms"),
+        )
+        .goal(verdict(p50, 15.0, "ms"));
+        if let Some(native) = native {
+            row.native = format!("{:.1} ms", native * 1e3);
+            row.ratio = format!("{:.2}x", p50 / (native * 1e3));
+        }
+        rows.push(row);
     }
-    rows.push(row);
     Ok(())
 }
 
@@ -286,7 +315,7 @@ pub async fn cpu(
     python: &str,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
-    let sandbox = plain_sandbox(config, engine).await?;
+    let sandbox = sandbox(config, engine, true).await?;
     let mut limits = config.limits;
     limits.fuel = limits.fuel.saturating_mul(50);
     limits.deadline_ms = 120_000;

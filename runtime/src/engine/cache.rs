@@ -39,20 +39,32 @@ pub struct CacheEntry {
 
 /// The cache entry for `wasm_bytes` under `engine` in `cache_dir`.
 pub fn entry_for(engine: &wasmtime::Engine, wasm_bytes: &[u8], cache_dir: &Path) -> CacheEntry {
-    let key = cache_key(engine, wasm_bytes);
+    named_entry(
+        cache_dir,
+        "python",
+        &key(engine, &[Sha256::digest(wasm_bytes).as_slice()]),
+    )
+}
+
+/// The cache entry `<stem>-<key>` in `cache_dir`.
+pub fn named_entry(cache_dir: &Path, stem: &str, key: &str) -> CacheEntry {
     CacheEntry {
-        artifact: cache_dir.join(format!("python-{key}.cwasm")),
-        digest: cache_dir.join(format!("python-{key}.blake3")),
+        artifact: cache_dir.join(format!("{stem}-{key}.cwasm")),
+        digest: cache_dir.join(format!("{stem}-{key}.blake3")),
     }
 }
 
-fn cache_key(engine: &wasmtime::Engine, wasm_bytes: &[u8]) -> String {
+/// A cache key: SHA-256 over `digests` (the SHA-256 of each thing the compiled module is made
+/// from), the wasmtime version, our engine settings and wasmtime's compatibility hash.
+pub fn key(engine: &wasmtime::Engine, digests: &[&[u8]]) -> String {
     // wasmtime's compatibility hash is `impl Hash`; SipHash with std's fixed keys makes it a
     // stable number for one build of scriptbox, which is all the key needs.
     let mut compat = std::hash::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut compat);
     let mut key = Sha256::new();
-    key.update(Sha256::digest(wasm_bytes));
+    for digest in digests {
+        key.update(digest);
+    }
     key.update(WASMTIME_VERSION.as_bytes());
     key.update(super::Engine::settings_fingerprint().as_bytes());
     key.update(compat.finish().to_le_bytes());
@@ -71,10 +83,36 @@ pub fn load_or_compile(
     if let Some(module) = load_verified(engine, &entry)? {
         return Ok(module);
     }
-    compile_and_store(engine, &wasm_bytes, &entry)
+    compile_and_store(engine, &wasm_bytes, &entry, "the Python interpreter")
 }
 
-fn read_wasm(wasm: &Path) -> anyhow::Result<Vec<u8>> {
+/// Held while one process builds a cache entry, so that servers (and test processes) started
+/// together on a fresh machine build it once: the others wait, then find it in the cache.
+pub struct BuildLock {
+    _file: fs::File,
+}
+
+impl BuildLock {
+    /// Waits for the lock named `name` in `cache_dir` (created private if missing).
+    pub fn acquire(cache_dir: &Path, name: &str) -> anyhow::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        // The folder is private to this user (checked here), so the name cannot be a planted link.
+        create_private_dir(cache_dir)?;
+        let path = cache_dir.join(format!("{name}.lock"));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        file.lock()
+            .with_context(|| format!("locking {}", path.display()))?;
+        Ok(Self { _file: file })
+    }
+}
+
+pub fn read_wasm(wasm: &Path) -> anyhow::Result<Vec<u8>> {
     let file = fs::File::open(wasm)
         .with_context(|| format!("opening the interpreter {}", wasm.display()))?;
     let mut bytes = Vec::new();
@@ -89,7 +127,7 @@ fn read_wasm(wasm: &Path) -> anyhow::Result<Vec<u8>> {
 
 /// Creates the cache folder 0700, or checks that an existing one is ours and closed to
 /// others: whoever can write there could plant native code that we would run.
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     fs::DirBuilder::new()
         .recursive(true)
@@ -188,26 +226,29 @@ fn remove_entry(entry: &CacheEntry) {
     let _ = fs::remove_file(&entry.artifact);
 }
 
-fn compile_and_store(
+/// Compiles `wasm_bytes` (`what` names it in the log), stores the result under `entry` and
+/// returns it loaded.
+pub fn compile_and_store(
     engine: &wasmtime::Engine,
     wasm_bytes: &[u8],
     entry: &CacheEntry,
+    what: &str,
 ) -> anyhow::Result<wasmtime::Module> {
     tracing::info!(
         cache = %entry.artifact.display(),
-        "compiling the Python interpreter (about a minute, once per machine)"
+        "compiling {what} (about a minute, once per machine)"
     );
     let started = Instant::now();
-    let progress = Progress::start(started);
+    let progress = Progress::start(started, what);
     let compiled = engine
         .precompile_module(wasm_bytes)
         .map_err(anyhow::Error::from)
-        .context("compiling the interpreter")?;
+        .with_context(|| format!("compiling {what}"))?;
     drop(progress);
     tracing::info!(
         elapsed_s = started.elapsed().as_secs(),
         bytes = compiled.len(),
-        "compiled the interpreter"
+        "compiled {what}"
     );
     if let Err(err) = store(entry, &compiled) {
         tracing::warn!(cause = %err, "could not write the compiled-module cache; continuing without it");
@@ -220,7 +261,7 @@ fn compile_and_store(
     )]
     let module = unsafe { wasmtime::Module::deserialize(engine, &compiled) }
         .map_err(anyhow::Error::from)
-        .context("loading the freshly compiled interpreter")?;
+        .with_context(|| format!("loading the freshly compiled {what}"))?;
     Ok(module)
 }
 
@@ -251,7 +292,8 @@ struct Progress {
 }
 
 impl Progress {
-    fn start(started: Instant) -> Self {
+    fn start(started: Instant, what: &str) -> Self {
+        let what = what.to_owned();
         let done = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&done);
         let spawned = std::thread::Builder::new()
@@ -261,10 +303,7 @@ impl Progress {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(200));
                     if started.elapsed() >= next {
-                        tracing::info!(
-                            elapsed_s = next.as_secs(),
-                            "still compiling the interpreter ..."
-                        );
+                        tracing::info!(elapsed_s = next.as_secs(), "still compiling {what} ...");
                         next += Duration::from_secs(10);
                     }
                 }

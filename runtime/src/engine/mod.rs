@@ -34,11 +34,17 @@ pub const MAX_WASM_STACK: usize = 8 << 20;
 /// The fiber stack a guest runs on must hold the wasm stack plus host frames.
 pub const ASYNC_STACK: usize = MAX_WASM_STACK + (2 << 20);
 
+/// The pre-initialised images' compiled modules: (driver, scientific).
+pub type ImageModules = (wasmtime::Module, wasmtime::Module);
+
 /// A configured engine with its epoch ticker and the compiled interpreter.
 #[derive(Clone)]
 pub struct Engine {
     inner: wasmtime::Engine,
     module: wasmtime::Module,
+    /// The images, loaded (or built) once per engine and shared by every sandbox on it;
+    /// `sandbox::image` fills it. A failure is kept too, so it is not retried per server.
+    images: Arc<tokio::sync::OnceCell<Result<ImageModules, String>>>,
     _ticker: Arc<EpochTicker>,
 }
 
@@ -75,6 +81,7 @@ impl Engine {
         Ok(Self {
             inner,
             module,
+            images: Arc::default(),
             _ticker: ticker,
         })
     }
@@ -85,5 +92,9 @@ impl Engine {
 
     pub fn module(&self) -> &wasmtime::Module {
         &self.module
+    }
+
+    pub fn images(&self) -> &tokio::sync::OnceCell<Result<ImageModules, String>> {
+        &self.images
     }
 }

@@ -27,7 +27,7 @@ pub struct ToolMemory {
     alias: String,
     /// Linear memory in bytes: the wasm heap's current size and peak (it never shrinks).
     linear_memory_bytes: Option<usize>,
-    /// Python's view (`gc_objects`, `gc_tracked_bytes`), or the collection's result for
+    /// Python's view (`gc_objects`, `gc_tracked_bytes`, `gc_frozen_objects`), or the collection's result for
     /// `optimizeMemory` (`unreachable_collected`, `gc_objects_before`, `gc_objects_after`).
     #[schema(value_type = Option<Object>)]
     python: Option<Value>,

@@ -56,6 +56,8 @@ pub struct AppState {
     pub native: crate::native::NativeModules,
     /// The package installer.
     pub packages: Arc<crate::packages::Packages>,
+    /// The sandbox (for the state of its images).
+    pub sandbox: crate::sandbox::Sandbox,
 }
 
 /// Every route, with its layers. The routes are collected through `utoipa_axum`, so the
@@ -133,9 +135,12 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(modules::has_function))
         .routes(routes!(modules::call));
     let modules = behind_key(modules, &state).with_state(state.native.clone());
+    let health = OpenApiRouter::default()
+        .routes(routes!(health))
+        .with_state(state.sandbox.clone());
     let published = openapi::Published::default();
     let (router, document) = OpenApiRouter::with_openapi(openapi::base())
-        .routes(routes!(health))
+        .merge(health)
         .nest("/python", python)
         .nest("/api/python", high_level)
         .nest("/admin", admin)
@@ -174,6 +179,10 @@ where
 pub struct Health {
     /// Always `ok` while the server answers.
     status: &'static str,
+    /// The pre-initialised interpreter images: `preparing` while they are loaded (or, once
+    /// per machine, built), then `ready`; `failed` or `off` means instances start from the
+    /// base snapshot (slower starts, same behaviour).
+    images: crate::sandbox::ImagesState,
 }
 
 /// Whether the server is up.
@@ -184,8 +193,13 @@ pub struct Health {
     path = "/health",
     responses((status = 200, description = "The server is up", body = Envelope<Health>))
 )]
-async fn health() -> envelope::Data<Health> {
-    envelope::Data(Health { status: "ok" })
+async fn health(
+    axum::extract::State(sandbox): axum::extract::State<crate::sandbox::Sandbox>,
+) -> envelope::Data<Health> {
+    envelope::Data(Health {
+        status: "ok",
+        images: sandbox.images_state(),
+    })
 }
 
 async fn no_route() -> ApiError {

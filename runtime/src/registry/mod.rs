@@ -31,8 +31,8 @@ use tokio::task::JoinHandle;
 
 use crate::protocol::{Debug, GuestError, Op};
 use crate::sandbox::{
-    Fault, Instance, LimitError, LimitOverrides, Limits, Outcome, RunOptions, Sandbox, Scratch,
-    SpawnError, ToolMounts,
+    Fault, ImageKind, Instance, LimitError, LimitOverrides, Limits, Outcome, Preload, RunOptions,
+    Sandbox, Scratch, SpawnError, ToolMounts,
 };
 pub use cache::{CacheStats, DEFAULT_TTL, MAX_TTL};
 pub use host::{Functions, Globals, GlobalsError, MAX_FUNCTIONS, Target, check_global};
@@ -105,6 +105,8 @@ pub struct ToolInfo {
     pub script_name: String,
     pub limits: Limits,
     pub mode: Mode,
+    /// The interpreter image the tool's latest instance started from.
+    pub image: ImageKind,
     pub calls: u64,
     pub resets: u64,
 }
@@ -322,11 +324,13 @@ impl Registry {
             Mode::Persistent => self.make_scratch(alias)?,
             Mode::Isolated => None, // nothing may survive a call, files included
         };
-        let mounts = self.tool_mounts(scratch);
+        let mut mounts = self.tool_mounts(scratch);
+        mounts.preload = Preload::for_script(&mounts.scripts, module);
         let scratch = mounts.scratch.as_ref().map(|s| ScratchDir(s.dir.clone()));
         // Starting an instance is work like a call: it holds call permits while it runs.
         let permits = self.admit_call()?;
         let instance = self.sandbox.spawn(module, &limits, &mounts).await?;
+        let image = instance.image();
         drop(permits);
         let hash = script_hash(&mounts.scripts, module);
         let pool = match mode {
@@ -347,6 +351,7 @@ impl Registry {
                 pool,
                 stats: Arc::new(Stats {
                     load_id: uuid::Uuid::new_v4().as_u64_pair().0,
+                    image: Mutex::new(image),
                     ..Stats::default()
                 }),
                 objects: HashSet::new(),
@@ -393,6 +398,7 @@ impl Registry {
             max_open_files: self.settings.max_open_files,
             sys_paths: Vec::new(),
             site_packages: None,
+            preload: Default::default(),
         };
         lock(&self.paths).apply(&mut mounts);
         mounts
@@ -993,6 +999,8 @@ enum Job {
 struct Stats {
     calls: AtomicU64,
     resets: AtomicU64,
+    /// The image the latest instance started from.
+    image: Mutex<ImageKind>,
     /// Random per load: part of every cache key, so nothing one load of an alias cached
     /// can ever answer a call to a later load of it.
     load_id: u64,
@@ -1054,6 +1062,7 @@ impl Tool {
             script_name: self.script_name.clone(),
             limits: self.limits,
             mode: self.mode,
+            image: *lock(&self.stats.image),
             calls: self.stats.calls.load(Ordering::Relaxed),
             resets: self.stats.resets.load(Ordering::Relaxed),
         }
@@ -1186,7 +1195,9 @@ impl Actor {
         let mut state_reset = false;
         if self.mode == Mode::Isolated && self.instance.is_none() {
             self.instance = self.pool.as_mut().and_then(pool::Pool::take);
-            if self.instance.is_none() {
+            if let Some(instance) = &self.instance {
+                *lock(&self.stats.image) = instance.image();
+            } else {
                 // The pool is empty (a burst, or every pool is full server-wide): start one.
                 self.respawn().await?;
             }
@@ -1330,6 +1341,7 @@ impl Actor {
             .sandbox
             .spawn(&self.script_name, &self.limits, &self.mounts)
             .await?;
+        *lock(&self.stats.image) = instance.image();
         self.instance = Some(instance);
         Ok(())
     }
@@ -1358,10 +1370,13 @@ impl Actor {
 
     async fn reload(&mut self) -> Result<(), RegistryError> {
         lock(&self.paths).apply(&mut self.mounts);
+        // The script may import other things now.
+        self.mounts.preload = Preload::for_script(&self.mounts.scripts, &self.script_name);
         let fresh = self
             .sandbox
             .spawn(&self.script_name, &self.limits, &self.mounts)
             .await?;
+        *lock(&self.stats.image) = fresh.image();
         self.instance = Some(fresh);
         if self.mode == Mode::Isolated {
             // The warm instances imported the old script: start over.

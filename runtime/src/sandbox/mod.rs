@@ -19,6 +19,7 @@
 mod door;
 mod fs;
 pub mod host;
+pub mod image;
 pub mod limits;
 pub mod mounts;
 
@@ -43,6 +44,7 @@ use door::{Closed, Delivery, DoorState, GuestFrame, Inspection, ToGuest};
 pub use door::{FrameTooLarge, MemoryReport};
 use fs::FsGuard;
 pub use host::{HostCalls, HostReply, NoHost};
+pub use image::{ImageKind, ImagesState, Preload};
 pub use limits::{LimitError, LimitOverrides, Limits, StartLimits};
 pub use mounts::{Mounts, Scratch, ToolMounts};
 
@@ -165,6 +167,10 @@ pub enum SpawnError {
 #[derive(Clone)]
 pub struct Sandbox {
     pre: InstancePre<GuestState>,
+    /// Links the images once they are ready.
+    linker: Arc<Linker<GuestState>>,
+    /// Pre-initialised images instances start from when one suits them ([`image`]).
+    images: Arc<image::Images<GuestState>>,
     engine: Engine,
     mounts: Mounts,
     start: StartLimits,
@@ -192,6 +198,8 @@ impl Sandbox {
             .context("pre-instantiating the interpreter")?;
         Ok(Self {
             pre,
+            linker: Arc::new(linker),
+            images: Arc::default(),
             engine,
             mounts,
             start,
@@ -211,6 +219,89 @@ impl Sandbox {
     /// The driver folder on the host.
     pub fn driver_dir(&self) -> &std::path::Path {
         &self.mounts.driver
+    }
+
+    /// Loads the pre-initialised images from `cache_dir`, or builds them from `plain_wasm`
+    /// (`python.wasm`) and caches them; a few minutes on a machine without them, on a thread
+    /// of its own. Instances start from the base snapshot until this is done, and for good if
+    /// it fails.
+    pub async fn prepare_images(&self, plain_wasm: &std::path::Path, cache_dir: &std::path::Path) {
+        self.images.set_state(ImagesState::Preparing);
+        let loaded = self
+            .engine
+            .images()
+            .get_or_init(|| self.load_images(plain_wasm, cache_dir))
+            .await
+            .clone()
+            .map_err(anyhow::Error::msg);
+        match loaded.and_then(|(driver, scientific)| {
+            Ok((
+                self.link_image(ImageKind::Driver, &driver)?,
+                self.link_image(ImageKind::Scientific, &scientific)?,
+            ))
+        }) {
+            Ok((driver, scientific)) => {
+                tracing::info!(
+                    driver_mib = driver.memory_bytes >> 20,
+                    scientific_mib = scientific.memory_bytes >> 20,
+                    "interpreter images ready"
+                );
+                self.images.install(driver, scientific);
+            }
+            Err(err) => {
+                tracing::warn!(cause = ?err, "no interpreter images; instances start from the base snapshot");
+                self.images.set_state(ImagesState::Failed);
+            }
+        }
+    }
+
+    /// The images' modules, from a thread of its own (loading hashes hundreds of MB; building
+    /// takes minutes).
+    async fn load_images(
+        &self,
+        plain_wasm: &std::path::Path,
+        cache_dir: &std::path::Path,
+    ) -> Result<crate::engine::ImageModules, String> {
+        let engine = self.engine.wasmtime().clone();
+        let (plain, cache) = (plain_wasm.to_owned(), cache_dir.to_owned());
+        let (stdlib, driver) = (self.mounts.stdlib.clone(), self.mounts.driver.clone());
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("scriptbox-images".into())
+            .spawn(move || {
+                let _ = done.send(image::load_or_build(
+                    &engine, &plain, &stdlib, &driver, &cache,
+                ));
+            });
+        let loaded = match spawned {
+            Ok(_) => finished
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the image thread ended early"))),
+            Err(err) => Err(anyhow::Error::from(err).context("starting the image thread")),
+        };
+        loaded.map_err(|err| format!("{err:#}"))
+    }
+
+    fn link_image(
+        &self,
+        kind: ImageKind,
+        module: &wasmtime::Module,
+    ) -> anyhow::Result<image::Ready<GuestState>> {
+        let pre = self
+            .linker
+            .instantiate_pre(module)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("linking the {kind:?} image"))?;
+        Ok(image::Ready {
+            kind,
+            pre,
+            memory_bytes: image::starting_memory(module),
+        })
+    }
+
+    /// Where the pre-initialised images are.
+    pub fn images_state(&self) -> ImagesState {
+        self.images.state()
     }
 
     /// Starts an instance with the tool `module` (a checked Python module name) imported,
@@ -241,13 +332,27 @@ impl Sandbox {
                 },
             )
             .map_err(SpawnError::Host)?;
-        let guest: GuestFuture = Box::pin(run_guest(self.pre.clone(), store));
+        let (kind, guest): (ImageKind, GuestFuture) =
+            match self.images.pick(tool.preload, limits.memory_bytes) {
+                Some(ready) => {
+                    let boot = image::boot_source(&self.driver_argv(module, tool)[1..]);
+                    (
+                        ready.kind,
+                        Box::pin(boot_image(ready.pre.clone(), store, boot)),
+                    )
+                }
+                None => (
+                    ImageKind::Base,
+                    Box::pin(run_guest(self.pre.clone(), store)),
+                ),
+            };
         let mut instance = Instance {
             to_guest,
             from_guest,
             guest: Some(guest),
             next_id: 1,
             limits: *limits,
+            image: kind,
         };
         match instance.receive(deadline).await {
             Received::Frame(frame) => instance.check_ready(&frame.frame),
@@ -256,6 +361,7 @@ impl Sandbox {
         .map(|()| {
             tracing::debug!(
                 module,
+                image = ?kind,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "instance ready"
             );
@@ -306,7 +412,8 @@ impl Sandbox {
         Ok(store)
     }
 
-    fn wasi_ctx(&self, module: &str, tool: &ToolMounts) -> anyhow::Result<WasiP1Ctx> {
+    /// The interpreter's argv for `module`: the driver file, then the driver's arguments.
+    fn driver_argv(&self, module: &str, tool: &ToolMounts) -> Vec<String> {
         let entry = self
             .driver_entry
             .read()
@@ -323,6 +430,11 @@ impl Sandbox {
             args.push(format!("--path={}", mounts::SITE_PACKAGES_GUEST));
         }
         args.extend(tool.sys_paths.iter().map(|path| format!("--path={path}")));
+        args
+    }
+
+    fn wasi_ctx(&self, module: &str, tool: &ToolMounts) -> anyhow::Result<WasiP1Ctx> {
+        let args = self.driver_argv(module, tool);
         let mut builder = WasiCtxBuilder::new();
         builder
             .args(&args)
@@ -379,6 +491,19 @@ async fn run_guest(
     run.call_async(&mut store, ()).await
 }
 
+/// The guest from an image: instantiate (no `_initialize`: the image is past it) and boot
+/// the driver the image imported with one turn, which runs until the driver stops.
+async fn boot_image(
+    pre: InstancePre<GuestState>,
+    mut store: Store<GuestState>,
+    boot: Vec<u8>,
+) -> wasmtime::Result<i32> {
+    let instance = pre.instantiate_async(&mut store).await?;
+    let value = image::run_turn(&mut store, &instance, &boot).await?;
+    // The turn's value is the exit status, plus 256 when the program called exit.
+    Ok(value & 0xFF)
+}
+
 enum Received {
     Frame(GuestFrame),
     Fault(Fault),
@@ -403,9 +528,15 @@ pub struct Instance {
     guest: Option<GuestFuture>,
     next_id: u64,
     limits: Limits,
+    image: ImageKind,
 }
 
 impl Instance {
+    /// The image this instance started from.
+    pub fn image(&self) -> ImageKind {
+        self.image
+    }
+
     /// Whether the guest can still take calls.
     pub fn is_alive(&self) -> bool {
         self.guest.is_some()

@@ -45,4 +45,7 @@ pub struct ToolMounts {
     /// A package environment's `site-packages`, mounted read-only at
     /// [`SITE_PACKAGES_GUEST`] and put on `sys.path` after the scripts.
     pub site_packages: Option<PathBuf>,
+    /// What the tool imports that a pre-initialised image can have ready (not a mount, but
+    /// like the mounts it is the same for every instance of the tool).
+    pub preload: super::Preload,
 }

@@ -49,6 +49,10 @@ pub struct ToolInfoSchema {
     /// `persistent` (one instance keeps state across calls) or `isolated` (every call in an
     /// instance no earlier call touched).
     mode: String,
+    /// The interpreter image its latest instance started from: `scientific` (numpy and pandas
+    /// already imported: the tool imports one of them), `driver`, or `base` (the images are not
+    /// ready, are off, or do not fit the tool's memory cap).
+    image: crate::sandbox::ImageKind,
     /// Calls (of any kind) made to it since it was loaded.
     calls: u64,
     /// Times its instance was replaced (after a fault, a memory cap or a cancellation).

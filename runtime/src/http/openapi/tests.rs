@@ -152,6 +152,7 @@ fn mirrored_schemas_match_the_real_types() {
                 script_name: "s".into(),
                 limits,
                 mode: crate::registry::Mode::Isolated,
+                image: crate::sandbox::ImageKind::Scientific,
                 calls: 1,
                 resets: 0,
             }]),
