@@ -47,14 +47,20 @@ impl Row {
 }
 
 pub fn print(rows: &[Row]) {
+    let width = rows
+        .iter()
+        .map(|row| row.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(11);
     println!();
     println!(
-        "{:<44} {:>16} {:>14} {:>8}  goal",
+        "{:<width$} {:>12} {:>12} {:>8}  goal",
         "measurement", "sandbox", "native", "ratio"
     );
     for row in rows {
         println!(
-            "{:<44} {:>16} {:>14} {:>8}  {}",
+            "{:<width$} {:>12} {:>12} {:>8}  {}",
             row.name, row.sandbox, row.native, row.ratio, row.goal
         );
     }
