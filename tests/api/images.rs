@@ -76,6 +76,11 @@ async fn every_fresh_instance_draws_its_own_random_numbers() {
         let draws = server.call_ok("dice", "draws", json!([])).await;
         seen.push(draws["result"].clone());
     }
+    // State an earlier instance changed in the image's modules never reaches the next one.
+    for _ in 0..3 {
+        let before = server.call_ok("dice", "set_options", json!([2])).await;
+        assert_eq!(before["result"], json!([8, 6]), "{before}");
+    }
     for (i, a) in seen.iter().enumerate() {
         for b in &seen[i + 1..] {
             assert_ne!(a[0], b[0], "numpy drew the same number twice: {seen:?}");
@@ -127,5 +132,36 @@ async fn a_tool_that_fails_to_import_in_an_image_says_so() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(code(&body), "load_failed", "{body}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_chooses_again_when_the_imports_change() {
+    let server = TestServer::start().await;
+    server.wait_for_images().await;
+    let script = server.scripts_dir.join("changing.py");
+    std::fs::write(&script, "def which():\n    return 'plain'\n").expect("write");
+    let data = load(&server, "changing", "changing", json!({})).await;
+    assert_eq!(data["image"], "driver", "{data}");
+    std::fs::write(
+        &script,
+        "import pandas\n\ndef which():\n    return pandas.__name__\n",
+    )
+    .expect("rewrite");
+    let (status, body) = server
+        .post("/python/reload", json!({"alias": "changing"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, listed) = server.get("/python/list").await;
+    let tool = listed["data"]["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .find(|tool| tool["alias"] == "changing")
+        .expect("listed")
+        .clone();
+    assert_eq!(tool["image"], "scientific", "{tool}");
+    let which = server.call_ok("changing", "which", json!([])).await;
+    assert_eq!(which["result"], "pandas");
     server.stop().await;
 }

@@ -35,3 +35,13 @@ def grow(mib: int) -> int:
     """Holds `mib` MiB (a MemoryError past the tool's cap)."""
     block = bytearray(mib << 20)
     return len(block) >> 20
+
+
+def set_options(precision: int) -> list:
+    """Changes numpy's and pandas' global options; returns what they were before."""
+    import pandas
+
+    before = [numpy.get_printoptions()["precision"], pandas.get_option("display.precision")]
+    numpy.set_printoptions(precision=precision)
+    pandas.set_option("display.precision", precision)
+    return before

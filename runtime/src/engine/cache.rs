@@ -80,6 +80,14 @@ pub fn load_or_compile(
     let wasm_bytes = read_wasm(wasm)?;
     create_private_dir(cache_dir)?;
     let entry = entry_for(engine, &wasm_bytes, cache_dir);
+    // Checked and filled under the lock: a reader never sees another process's half-written
+    // entry (and deletes it as corrupt), and servers started together compile once.
+    let stem = entry
+        .artifact
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy();
+    let _lock = BuildLock::acquire(cache_dir, &stem)?;
     if let Some(module) = load_verified(engine, &entry)? {
         return Ok(module);
     }

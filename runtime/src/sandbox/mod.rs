@@ -500,8 +500,8 @@ async fn boot_image(
 ) -> wasmtime::Result<i32> {
     let instance = pre.instantiate_async(&mut store).await?;
     let value = image::run_turn(&mut store, &instance, &boot).await?;
-    // The turn's value is the exit status, plus 256 when the program called exit.
-    Ok(value & 0xFF)
+    // 0: the program ended; 1: an exception escaped it; 256 + status: it called exit.
+    Ok(if value >= 256 { value - 256 } else { value })
 }
 
 enum Received {

@@ -41,13 +41,17 @@ finally:
     del sys.path[0]
 gc.collect()
 gc.freeze()
+sys.stdout.flush()
+sys.stderr.flush()
 ";
 
 /// Run after [`DRIVER_PRELOAD`], for the scientific image. Constant text.
 pub const SCIENTIFIC_PRELOAD: &str = "\
-import gc, numpy, pandas
+import gc, sys, numpy, pandas
 gc.collect()
 gc.freeze()
+sys.stdout.flush()
+sys.stderr.flush()
 ";
 
 /// The longest a build may run its guest code (the compiles come on top).
@@ -220,8 +224,10 @@ async fn turn(
         .await
         .map_err(anyhow::Error::from)
         .with_context(|| format!("{what} in the image build"))?;
-    if value != 0 {
-        let stderr = store.data().stderr.contents();
+    // A warning printed here would be printed by no instance (it was shown once, here), and
+    // anything left buffered would be flushed by every instance: an image is built silent.
+    let stderr = store.data().stderr.contents();
+    if value != 0 || !stderr.is_empty() {
         let tail = String::from_utf8_lossy(&stderr[stderr.len().saturating_sub(2048)..]);
         bail!("{what} in the image build failed (the turn returned {value}): {tail}");
     }

@@ -44,30 +44,32 @@ const MAX_SCAN_BYTES: u64 = 4 << 20;
 const SCIENTIFIC_MODULES: [&str; 2] = ["numpy", "pandas"];
 
 impl Preload {
-    /// What the script `<scripts>/<module>.py` imports (plain if it cannot be read).
+    /// What the script `<scripts>/<module>.py` (or the package `<module>/__init__.py`)
+    /// imports; plain if neither can be read.
     pub fn for_script(scripts: &Path, module: &str) -> Self {
         use std::io::Read as _;
-        let mut source = String::new();
-        let read = std::fs::File::open(scripts.join(format!("{module}.py")))
-            .and_then(|file| file.take(MAX_SCAN_BYTES).read_to_string(&mut source));
-        match read {
-            Ok(_) => Self::for_source(&source),
-            Err(_) => Self::Plain,
+        for file in [format!("{module}.py"), format!("{module}/__init__.py")] {
+            let mut source = String::new();
+            let read = std::fs::File::open(scripts.join(file))
+                .and_then(|file| file.take(MAX_SCAN_BYTES).read_to_string(&mut source));
+            if read.is_ok() {
+                return Self::for_source(&source);
+            }
         }
+        Self::Plain
     }
 
     /// Whether an `import` or `from` line of `source` names numpy or pandas. A miss only
     /// costs speed: the tool imports them itself.
     pub fn for_source(source: &str) -> Self {
         let names_scientific = |line: &str| {
-            let line = line.trim_start();
-            let Some(rest) = line
-                .strip_prefix("import ")
-                .or_else(|| line.strip_prefix("from "))
-            else {
+            let mut words = line
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|word| !word.is_empty());
+            if !matches!(words.next(), Some("import" | "from")) {
                 return false;
-            };
-            rest.split(|c: char| c == ',' || c.is_whitespace())
+            }
+            words
                 .filter_map(|word| word.split('.').next())
                 .any(|top| SCIENTIFIC_MODULES.contains(&top))
         };
@@ -207,8 +209,11 @@ pub fn load_or_build(
     let plain = cache::read_wasm(plain_wasm)?;
     let driver_source = std::fs::read(driver_dir.join(super::mounts::DRIVER_FILE))
         .context("reading the driver for the images")?;
+    // numpy's and pandas' code, and zipimport's index of it, come from the stdlib zip.
+    let stdlib_digest = sha256_file(&stdlib.join(STDLIB_ZIP))?;
     let made_of = [
         Sha256::digest(&plain),
+        stdlib_digest,
         Sha256::digest(&driver_source),
         Sha256::digest(build::DRIVER_PRELOAD),
         Sha256::digest(IMAGE_FORMAT),
@@ -224,11 +229,8 @@ pub fn load_or_build(
         let scientific = cache::load_verified(engine, &scientific_entry)?;
         Ok(driver.zip(scientific))
     };
-    cache::create_private_dir(cache_dir)?;
-    if let Some(modules) = cached()? {
-        return Ok(modules);
-    }
-    // One build per machine: servers started together wait here, then load what it stored.
+    // One build per machine: servers started together wait here, then load what it stored;
+    // and no reader sees (and deletes as corrupt) an entry another process is writing.
     let _lock = cache::BuildLock::acquire(cache_dir, &format!("image-{driver_key}"))?;
     if let Some(modules) = cached()? {
         return Ok(modules);
@@ -249,6 +251,17 @@ pub fn load_or_build(
         "the numpy+pandas image",
     )?;
     Ok((driver, scientific))
+}
+
+/// The stdlib zip's name inside the stdlib folder.
+const STDLIB_ZIP: &str = "python315.zip";
+
+fn sha256_file(path: &Path) -> anyhow::Result<sha2::digest::Output<Sha256>> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hasher.finalize())
 }
 
 /// Names the way images are made (the preloads, the boot, the preopen reset); part of the
@@ -314,6 +327,7 @@ mod tests {
             "from pandas import DataFrame",
             "from numpy.linalg import norm",
             "def f():\n    import numpy\n",
+            "import\tpandas",
         ] {
             assert_eq!(Preload::for_source(source), Preload::Scientific, "{source}");
         }

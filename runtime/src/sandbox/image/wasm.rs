@@ -49,7 +49,7 @@ pub fn with_export(wasm: &[u8], index: u32, export: &str) -> anyhow::Result<Vec<
     let Some((range, section)) = found else {
         bail!("the interpreter has no export section");
     };
-    let start = section_start(wasm, range.start)?;
+    let start = section_start(wasm, &range)?;
     let mut out = Vec::with_capacity(wasm.len() + 64);
     out.extend_from_slice(&wasm[..start]);
     out.push(wasm_encoder::SectionId::Export as u8);
@@ -58,20 +58,20 @@ pub fn with_export(wasm: &[u8], index: u32, export: &str) -> anyhow::Result<Vec<
     Ok(out)
 }
 
-/// Where the section whose contents begin at `contents` starts: its id byte, then its size as
-/// LEB128 (1 to 5 bytes), come just before.
-fn section_start(wasm: &[u8], contents: usize) -> anyhow::Result<usize> {
+/// Where the export section whose contents span `contents` starts: its id byte, then its
+/// size as LEB128 (1 to 5 bytes) come just before, and the size must be the contents' length.
+fn section_start(wasm: &[u8], contents: &Range<usize>) -> anyhow::Result<usize> {
     for size_len in 1..=5 {
-        let Some(start) = contents.checked_sub(size_len + 1) else {
+        let Some(start) = contents.start.checked_sub(size_len + 1) else {
             break;
         };
         if wasm[start] != wasm_encoder::SectionId::Export as u8 {
             continue;
         }
-        let mut reader = wasmparser::BinaryReader::new(&wasm[start + 1..contents], 0);
+        let mut reader = wasmparser::BinaryReader::new(&wasm[start + 1..contents.start], 0);
         if let Ok(size) = reader.read_var_u32()
             && reader.eof()
-            && start + 1 + size_len + size as usize >= contents
+            && size as usize == contents.len()
         {
             return Ok(start);
         }
