@@ -224,17 +224,15 @@ pub fn load_or_build(
     let scientific_key = cache::key(engine, &[&made_of[..], &[&scientific_preload[..]]].concat());
     let driver_entry = cache::named_entry(cache_dir, "image-driver", &driver_key);
     let scientific_entry = cache::named_entry(cache_dir, "image-scientific", &scientific_key);
-    let cached = || -> anyhow::Result<Option<(wasmtime::Module, wasmtime::Module)>> {
-        let driver = cache::load_verified(engine, &driver_entry)?;
-        let scientific = cache::load_verified(engine, &scientific_entry)?;
-        Ok(driver.zip(scientific))
-    };
     // One build per machine: servers started together wait here, then load what it stored;
     // and no reader sees (and deletes as corrupt) an entry another process is writing.
     let _lock = cache::BuildLock::acquire(cache_dir, &format!("image-{driver_key}"))?;
-    if let Some(modules) = cached()? {
-        return Ok(modules);
+    let driver = cache::load_verified(engine, &driver_entry)?;
+    let scientific = cache::load_verified(engine, &scientific_entry)?;
+    if let (Some(driver), Some(scientific)) = (&driver, &scientific) {
+        return Ok((driver.clone(), scientific.clone()));
     }
+    // Both images come from one run (seconds); only the missing ones are compiled (minutes).
     tracing::info!("building the interpreter images (a few minutes, once per machine)");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -242,14 +240,19 @@ pub fn load_or_build(
         .context("a runtime for the image build")?;
     let built = runtime.block_on(build::build(engine, &plain, stdlib, driver_dir))?;
     drop(plain);
-    let driver =
-        cache::compile_and_store(engine, &built.driver, &driver_entry, "the driver image")?;
-    let scientific = cache::compile_and_store(
-        engine,
-        &built.scientific,
-        &scientific_entry,
-        "the numpy+pandas image",
-    )?;
+    let driver = match driver {
+        Some(module) => module,
+        None => cache::compile_and_store(engine, &built.driver, &driver_entry, "the driver image")?,
+    };
+    let scientific = match scientific {
+        Some(module) => module,
+        None => cache::compile_and_store(
+            engine,
+            &built.scientific,
+            &scientific_entry,
+            "the numpy+pandas image",
+        )?,
+    };
     Ok((driver, scientific))
 }
 
