@@ -11,6 +11,7 @@
 //! `scriptbox bench --hostile` runs the load check instead (see [`hostile`]).
 
 mod hostile;
+mod limits_cost;
 mod record;
 
 use std::io::{Read, Write};
@@ -56,6 +57,10 @@ pub struct BenchArgs {
     /// Only the first table (warm calls), as before the performance record.
     #[arg(long)]
     pub warm_only: bool,
+    /// Also run the CPU cases on engines without fuel metering and without epochs, to show
+    /// what the per-call limits cost (compiles the interpreter twice more, once per machine).
+    #[arg(long)]
+    pub limits_cost: bool,
 }
 
 /// Latency samples of one measurement.
@@ -114,7 +119,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         if record::has_dataframe_tool(&config.scripts_dir) {
             record::numpy_pandas(&config, engine.clone(), &args.python, &mut record_rows).await?;
         }
+        record::pooling(&config, engine.clone(), &mut record_rows).await?;
         record::cpu(&config, engine.clone(), &args.python, &mut record_rows).await?;
+        if args.limits_cost {
+            limits_cost::limits_cost(&config, &args.python, &mut record_rows).await?;
+        }
         record::memory(&config, engine, &args.memory_tools, &mut record_rows).await?;
         record::print(&record_rows);
     }

@@ -30,7 +30,7 @@ pub struct Row {
 }
 
 impl Row {
-    fn new(name: impl Into<String>, sandbox: impl Into<String>) -> Self {
+    pub(super) fn new(name: impl Into<String>, sandbox: impl Into<String>) -> Self {
         Self {
             name: name.into(),
             sandbox: sandbox.into(),
@@ -187,6 +187,58 @@ pub async fn isolated(config: &Config, engine: Engine, rows: &mut Vec<Row>) -> a
     Ok(())
 }
 
+/// The pooling instance allocator against the on-demand one (the server's default): starts
+/// from the driver image and back-to-back isolated calls, each on an engine of its own.
+pub async fn pooling(
+    config: &Config,
+    on_demand: Engine,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let pooled = {
+        let (wasm, cache) = (config.snapshot_wasm(), config.cache_dir.clone());
+        let memory = usize::try_from(config.limits.memory_bytes).unwrap_or(usize::MAX);
+        let pool = Engine::pooling_config(64, memory);
+        tokio::task::spawn_blocking(move || Engine::load_with(&pool, &wasm, &cache)).await??
+    };
+    for (engine, what) in [(on_demand, "on-demand"), (pooled, "pooling")] {
+        let sandbox = sandbox(config, engine.clone(), true).await?;
+        let mut starts = Vec::new();
+        for _ in 0..100 {
+            let started = Instant::now();
+            let instance = sandbox
+                .spawn("counter", &config.limits, &tool_mounts(config)?)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            starts.push(started.elapsed());
+            drop(instance);
+        }
+        rows.push(Row::new(
+            format!("instance start + tool import, driver image, {what} allocator, p50"),
+            format!("{:.2} ms", ms(percentile(&mut starts, 0.5))),
+        ));
+        let (_server, registry) = registry(config, engine).await?;
+        registry
+            .load("counter", "iso", &Default::default(), Mode::Isolated)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        let mut done = 0u32;
+        while started.elapsed() < Duration::from_secs(3) {
+            call_ok(&registry, "iso", call_op("increment")?).await?;
+            done += 1;
+        }
+        rows.push(Row::new(
+            format!("isolated calls/s, back to back, {what} allocator"),
+            format!(
+                "{:.0} /s",
+                f64::from(done) / started.elapsed().as_secs_f64()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn tool_mounts(config: &Config) -> anyhow::Result<ToolMounts> {
     Ok(ToolMounts {
         scripts: config.scripts_dir.canonicalize()?,
@@ -275,7 +327,7 @@ pub async fn numpy_pandas(
 
 /// Runs `code` under native `python3`; the last line it prints, as seconds. `None` when the
 /// reference cannot run (numpy missing natively, say).
-fn native_seconds(python: &str, code: &str) -> Option<f64> {
+pub(super) fn native_seconds(python: &str, code: &str) -> Option<f64> {
     let output = Command::new(python).args(["-c", code]).output().ok()?;
     if !output.status.success() {
         return None;
@@ -288,9 +340,9 @@ fn native_seconds(python: &str, code: &str) -> Option<f64> {
         .ok()
 }
 
-/// CPU-bound work, timed inside Python (best of 3, `time.perf_counter`) in the sandbox and
+/// CPU-bound work, timed inside Python (best of 7, `time.perf_counter`) in the sandbox and
 /// natively.
-const CPU_CASES: [(&str, &str); 4] = [
+pub(super) const CPU_CASES: [(&str, &str); 5] = [
     (
         "fib(25), recursive",
         "def f(n):\n    return n if n < 2 else f(n - 1) + f(n - 2)\nwork = lambda: f(25)",
@@ -298,6 +350,10 @@ const CPU_CASES: [(&str, &str); 4] = [
     (
         "pure-Python loop, 10^6 additions",
         "def work():\n    t = 0\n    for i in range(1_000_000):\n        t += i\n    return t",
+    ),
+    (
+        "nested loops, small ints, 10^6 iterations",
+        "def work():\n    t = 0\n    for i in range(1000):\n        for j in range(1000):\n            t = (t + j) & 0x3fff\n    return t",
     ),
     (
         "json dumps+loads, 10k-item list x10",
@@ -309,9 +365,9 @@ const CPU_CASES: [(&str, &str); 4] = [
     ),
 ];
 
-fn timed(case: &str) -> String {
+pub(super) fn timed(case: &str) -> String {
     format!(
-        "{case}\nimport time as _t\n_best = None\nfor _ in range(3):\n    _s = _t.perf_counter()\n    work()\n    _d = _t.perf_counter() - _s\n    _best = _d if _best is None or _d < _best else _best\n"
+        "{case}\nimport time as _t\n_best = None\nfor _ in range(7):\n    _s = _t.perf_counter()\n    work()\n    _d = _t.perf_counter() - _s\n    _best = _d if _best is None or _d < _best else _best\n"
     )
 }
 

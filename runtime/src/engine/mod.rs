@@ -70,10 +70,39 @@ impl Engine {
         )
     }
 
+    /// [`Engine::config`] with wasmtime's pooling instance allocator, sized for `slots`
+    /// instances at once of at most `max_memory` bytes of linear memory each. Not the server's
+    /// default: the bench measures it against the on-demand allocator (docs/performance.md).
+    pub fn pooling_config(slots: u32, max_memory: usize) -> wasmtime::Config {
+        let mut pool = wasmtime::PoolingAllocationConfig::new();
+        pool.total_core_instances(slots)
+            // exceptions give every instance a GC heap beside its memory
+            .total_memories(slots.saturating_mul(2))
+            .total_tables(slots.saturating_mul(2))
+            .total_stacks(slots)
+            .total_gc_heaps(slots)
+            .max_memory_size(max_memory)
+            .max_core_instance_size(4 << 20)
+            // the interpreter's function table has about 47,000 entries
+            .table_elements(1 << 16);
+        let mut config = Self::config();
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        config
+    }
+
     /// Builds the engine, starts its ticker and loads the interpreter from `wasm`, using (or
     /// filling) the compiled-module cache in `cache_dir`.
     pub fn load(wasm: &Path, cache_dir: &Path) -> anyhow::Result<Self> {
-        let inner = wasmtime::Engine::new(&Self::config())
+        Self::load_with(&Self::config(), wasm, cache_dir)
+    }
+
+    /// As [`Engine::load`], with `config` ([`Engine::config`] or a variant of it).
+    pub fn load_with(
+        config: &wasmtime::Config,
+        wasm: &Path,
+        cache_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let inner = wasmtime::Engine::new(config)
             .map_err(anyhow::Error::from)
             .context("configuring wasmtime")?;
         let module = cache::load_or_compile(&inner, wasm, cache_dir)?;
