@@ -152,36 +152,17 @@ pub async fn isolated(config: &Config, engine: Engine, rows: &mut Vec<Row>) -> a
         "isolated call p99, 40 calls/s",
         format!("{:.2} ms", ms(p99)),
     ));
-    let started = Instant::now();
-    let mut done = 0u32;
-    while started.elapsed() < Duration::from_secs(3) {
-        call_ok(&registry, "iso", call_op("increment")?).await?;
-        done += 1;
-    }
     rows.push(Row::new(
         "isolated calls/s, back to back, one tool",
-        format!(
-            "{:.0} /s",
-            f64::from(done) / started.elapsed().as_secs_f64()
-        ),
+        format!("{:.0} /s", back_to_back(&registry, "iso").await?),
     ));
     // What an isolated call costs without a pool: a start plus the tool's import, from the
     // driver image and from the base snapshot.
     for (images, what) in [(true, "driver image"), (false, "base snapshot")] {
         let sandbox = sandbox(config, engine.clone(), images).await?;
-        let mut starts = Vec::new();
-        for _ in 0..20 {
-            let started = Instant::now();
-            let instance = sandbox
-                .spawn("counter", &config.limits, &tool_mounts(config)?)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            starts.push(started.elapsed());
-            drop(instance);
-        }
         rows.push(Row::new(
             format!("instance start + tool import (no pool), {what}, p50"),
-            format!("{:.2} ms", ms(percentile(&mut starts, 0.5))),
+            format!("{:.2} ms", ms(start_p50(config, &sandbox, 20).await?)),
         ));
     }
     Ok(())
@@ -202,19 +183,9 @@ pub async fn pooling(
     };
     for (engine, what) in [(on_demand, "on-demand"), (pooled, "pooling")] {
         let sandbox = sandbox(config, engine.clone(), true).await?;
-        let mut starts = Vec::new();
-        for _ in 0..100 {
-            let started = Instant::now();
-            let instance = sandbox
-                .spawn("counter", &config.limits, &tool_mounts(config)?)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            starts.push(started.elapsed());
-            drop(instance);
-        }
         rows.push(Row::new(
             format!("instance start + tool import, driver image, {what} allocator, p50"),
-            format!("{:.2} ms", ms(percentile(&mut starts, 0.5))),
+            format!("{:.2} ms", ms(start_p50(config, &sandbox, 100).await?)),
         ));
         let (_server, registry) = registry(config, engine).await?;
         registry
@@ -222,21 +193,39 @@ pub async fn pooling(
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let started = Instant::now();
-        let mut done = 0u32;
-        while started.elapsed() < Duration::from_secs(3) {
-            call_ok(&registry, "iso", call_op("increment")?).await?;
-            done += 1;
-        }
         rows.push(Row::new(
             format!("isolated calls/s, back to back, {what} allocator"),
-            format!(
-                "{:.0} /s",
-                f64::from(done) / started.elapsed().as_secs_f64()
-            ),
+            format!("{:.0} /s", back_to_back(&registry, "iso").await?),
         ));
     }
     Ok(())
+}
+
+/// The p50 of `count` starts of the `counter` tool (instance, boot, import), each dropped.
+async fn start_p50(config: &Config, sandbox: &Sandbox, count: usize) -> anyhow::Result<Duration> {
+    let mounts = tool_mounts(config)?;
+    let mut starts = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        let instance = sandbox
+            .spawn("counter", &config.limits, &mounts)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        starts.push(started.elapsed());
+        drop(instance);
+    }
+    Ok(percentile(&mut starts, 0.5))
+}
+
+/// Calls per second of `alias`'s `increment`, back to back for 3 s.
+async fn back_to_back(registry: &Registry, alias: &str) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut done = 0u32;
+    while started.elapsed() < Duration::from_secs(3) {
+        call_ok(registry, alias, call_op("increment")?).await?;
+        done += 1;
+    }
+    Ok(f64::from(done) / started.elapsed().as_secs_f64())
 }
 
 pub(super) fn tool_mounts(config: &Config) -> anyhow::Result<ToolMounts> {
