@@ -128,20 +128,7 @@ async fn run_source(
     let mut linker: Linker<WasiP1Ctx> = Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_async(&mut linker, |wasi| wasi)
         .map_err(anyhow::Error::from)?;
-    linker
-        .func_wrap(
-            "host",
-            "call",
-            |_: wasmtime::Caller<'_, WasiP1Ctx>,
-             _: i32,
-             _: i32,
-             _: i32,
-             _: i32|
-             -> wasmtime::Result<i32> {
-                wasmtime::bail!("no host calls in this measurement")
-            },
-        )
-        .map_err(anyhow::Error::from)?;
+    crate::sandbox::host::refuse_host_calls(&mut linker, "no host calls in this measurement")?;
     let instance = linker
         .instantiate_async(&mut store, module)
         .await

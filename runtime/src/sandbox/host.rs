@@ -49,6 +49,27 @@ struct ReplyFrame<'a> {
     error: Option<&'a str>,
 }
 
+/// Links the interpreter's `host.call` import as a trap with `why`, for instances that run
+/// only constant, trusted code (the image build, the bench's bare interpreter).
+pub fn refuse_host_calls<T: 'static>(
+    linker: &mut wasmtime::Linker<T>,
+    why: &'static str,
+) -> anyhow::Result<()> {
+    linker
+        .func_wrap(
+            "host",
+            "call",
+            move |_: wasmtime::Caller<'_, T>,
+                  _: i32,
+                  _: i32,
+                  _: i32,
+                  _: i32|
+                  -> wasmtime::Result<i32> { Err(wasmtime::Error::msg(why)) },
+        )
+        .map_err(anyhow::Error::from)?;
+    Ok(())
+}
+
 /// The frame the guest receives for a host call's answer.
 pub fn reply_frame(reply: &HostReply) -> Vec<u8> {
     let frame = match reply {

@@ -184,20 +184,7 @@ async fn instantiate(
     wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut BuildState| &mut s.wasi)
         .map_err(anyhow::Error::from)?;
     // The preload code never reaches the host.
-    linker
-        .func_wrap(
-            "host",
-            "call",
-            |_: wasmtime::Caller<'_, BuildState>,
-             _: i32,
-             _: i32,
-             _: i32,
-             _: i32|
-             -> wasmtime::Result<i32> {
-                wasmtime::bail!("no host calls while building an image")
-            },
-        )
-        .map_err(anyhow::Error::from)?;
+    crate::sandbox::host::refuse_host_calls(&mut linker, "no host calls while building an image")?;
     let instance = linker
         .instantiate_async(&mut *store, module)
         .await
