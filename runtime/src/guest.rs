@@ -7,7 +7,20 @@ use anyhow::Context as _;
 
 use crate::sandbox::mounts::DRIVER_FILE;
 
-pub const DRIVER_SOURCE: &str = include_str!("../../python-wasm/guest/_scriptbox_driver.py");
+/// The driver, one Python module written in parts by concern (`python-wasm/guest/driver/`),
+/// joined here in order. One file keeps one compiled `.pyc`, one hash for the caches and one
+/// module for the images to import; the parts keep each concern in a file of its own.
+pub const DRIVER_SOURCE: &str = concat!(
+    include_str!("../../python-wasm/guest/driver/convert.py"),
+    "\n",
+    include_str!("../../python-wasm/guest/driver/driver.py"),
+    "\n",
+    include_str!("../../python-wasm/guest/driver/introspect.py"),
+    "\n",
+    include_str!("../../python-wasm/guest/driver/frames.py"),
+    "\n",
+    include_str!("../../python-wasm/guest/driver/host.py"),
+);
 
 /// Writes the driver into `<data_dir>/guest/` (read-only) and returns that folder.
 pub fn install_driver(data_dir: &Path) -> anyhow::Result<PathBuf> {

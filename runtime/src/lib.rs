@@ -3,27 +3,37 @@
 //!
 //! # Layout
 //!
-//! Layering, top to bottom (a module imports only from below it):
+//! Layering, top to bottom (a module imports only from below it; docs/architecture.md has
+//! the picture):
 //!
-//! * [`http`] — axum router, handlers, the one `ApiError`, the response envelope. The only
-//!   module that imports axum.
-//! * [`server`] — assembles the parts and serves a listener until shutdown.
+//! * [`server`] — assembles the parts and serves a listener until shutdown (the accept loop).
+//! * [`http`] — the edge: axum router, handlers by route family, the one `ApiError`
+//!   (`answer` maps call outcomes and registry refusals to it), the response envelope, auth,
+//!   the OpenAPI document. Nothing below it imports axum. (An MCP edge will sit beside it.)
 //! * [`tenants`] — API keys (SHA-256 digests) -> tenant; each tenant owns a registry, a rate
 //!   limiter and a body limit. Failed key checks are counted per client address.
 //! * [`jobs`] — `callAsync` jobs: a bounded, expiring table per tenant.
-//! * [`native`] — trusted native modules: manifests and load order (the loader is to come).
-//! * [`tasks`] — workflows of steps with timeouts, retries and a durable SQLite history.
+//! * [`tasks`] — workflows of steps with timeouts, retries and a durable history.
+//! * [`packages`] — pure-Python packages for a tenant's sandboxes, and a tool's declared
+//!   requirements checked at load.
 //! * [`registry`] — one owner's loaded tools: alias -> actor with a bounded queue and one
-//!   instance; tool and call quotas; scratch folders.
+//!   instance (or an isolated pool); tool and call quotas; scratch folders; the result cache.
+//! * [`native`] — trusted native modules: manifests, load order, the loader and its table,
+//!   the C ABI (with the module cache, the only `unsafe`).
+//! * [`store`] — the durable records; the only module that holds SQL.
+//! * [`guest`] — the embedded guest driver, installed for the sandbox and precompiled in it.
 //! * [`sandbox`] — one guest instance: WASI context (deny by default), mounts, the
-//!   file-system guard (scratch quotas, descriptors, no links), limits, the door, typed
-//!   outcomes. Knows limits and mounts, never tenants.
+//!   file-system guard (scratch quotas, descriptors, no links), the door, typed outcomes,
+//!   pre-initialised images. Knows limits and mounts, never tenants.
 //! * [`engine`] — the wasmtime policy (fuel, epochs, stacks, features), the epoch ticker and
-//!   the compiled-module cache (the only `unsafe` besides the future native loader).
+//!   the compiled-module cache.
 //! * [`protocol`] — host <-> guest driver frames.
+//! * [`artifacts`] — the fetched interpreter (fetched when missing).
 //! * [`config`] — the validated server configuration.
-//! * [`artifacts`], [`guest`] — the fetched interpreter and the embedded guest driver.
-//! * [`bench`] — the `scriptbox bench` subcommand.
+//! * [`limits`], [`names`] — plain data every layer shares: the limits a call runs under,
+//!   and the grammars of the names clients and operators write.
+//! * [`bench`] — the `scriptbox bench` subcommand (beside the layers: it drives the server
+//!   and the sandbox from outside).
 
 pub mod artifacts;
 pub mod bench;
@@ -32,11 +42,14 @@ pub mod engine;
 pub mod guest;
 pub mod http;
 pub mod jobs;
+pub mod limits;
+pub mod names;
 pub mod native;
 pub mod packages;
 pub mod protocol;
 pub mod registry;
 pub mod sandbox;
 pub mod server;
+pub mod store;
 pub mod tasks;
 pub mod tenants;

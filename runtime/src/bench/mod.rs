@@ -6,7 +6,7 @@
 //! * native: the same guest driver under the machine's `python3`, frames over OS pipes —
 //!   the reference for what the sandbox costs.
 //!
-//! Numbers, not assertions: the README records a run and the ratios.
+//! Numbers, not assertions: docs/performance.md records the runs and the ratios.
 //!
 //! `scriptbox bench --hostile` runs the load check instead (see [`hostile`]).
 

@@ -23,7 +23,7 @@ pub use ticker::EpochTicker;
 /// How often the epoch advances. A deadline is noticed within one tick, and a busy guest
 /// yields to the async executor once per tick. 1 ms rather than 10: with 10 ms slices a few
 /// spinning tools held the 2 worker threads long enough to quadruple other tenants' latency
-/// (the hostile load check in the README); warm calls are far shorter than a tick and do not
+/// (the hostile load check in docs/security.md); warm calls are far shorter than a tick and do not
 /// notice it.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 

@@ -28,6 +28,9 @@ pub struct BodyLimits {
 #[derive(Clone)]
 pub struct Caller(pub Arc<Tenant>);
 
+/// A handler's authenticated-caller argument (the auth middleware put it on the request).
+pub type Authed = axum::Extension<Caller>;
+
 /// The client's address (the server's accept loop records it on every request).
 pub fn client_ip(request: &Request) -> IpAddr {
     request

@@ -10,16 +10,14 @@ use axum::Extension;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::auth::Caller;
+use super::answer::{CallData, audit_limits, call_result, is_call_failure, registry_error};
+use super::args::{CallBody, checked_call};
+use super::auth::{Authed, Caller};
 use super::body::JsonBody;
 use super::envelope::{Data as Success, Envelope};
 use super::error::ApiError;
 use super::openapi::{BodyErrors, ErrorBody, ErrorStrategySchema, ToolErrors, strategy_input};
-use super::python::{
-    Authed, CallBody, CallData, audit_limits, call_result, checked_call, is_call_failure,
-    registry_error,
-};
-use crate::registry::check_alias;
+use crate::names::check_alias;
 use crate::tenants::{ErrorStrategy, Tenant};
 
 /// Most calls in one batch.

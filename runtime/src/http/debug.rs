@@ -9,12 +9,12 @@ use axum::Extension;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::auth::Caller;
+use super::answer::registry_error;
+use super::auth::{Authed, Caller};
 use super::body::JsonBody;
 use super::envelope::{Data as Success, Envelope};
 use super::error::ApiError;
 use super::openapi::{BodyErrors, ErrorEnvelope};
-use super::python::{Authed, registry_error};
 
 /// `enableDebug`'s body.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -71,7 +71,7 @@ pub struct BreakpointBody {
     /// The tool's alias.
     alias: String,
     /// A line of the tool's script (from 1), or `null` to clear every breakpoint.
-    #[serde(default, deserialize_with = "super::python::present")]
+    #[serde(default, deserialize_with = "super::args::present")]
     #[schema(value_type = Option<u32>, required = true, minimum = 1)]
     line_number: Option<Box<RawValue>>,
 }

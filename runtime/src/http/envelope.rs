@@ -66,6 +66,15 @@ pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
     }
 }
 
+/// `true`, for the success envelope's `success` (its schema in the OpenAPI document).
+fn always_true() -> utoipa::openapi::schema::ObjectBuilder {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Boolean)
+        .enum_values(Some([true]))
+        .description(Some("Always `true` here (`false` in the error envelope)."))
+}
+
 /// A success envelope around `data`.
 pub struct Data<T>(pub T);
 
@@ -89,7 +98,7 @@ impl<T: Serialize> IntoResponse for DataWith<T> {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Envelope<T> {
     /// Always `true` here (`false` in the error envelope).
-    #[schema(schema_with = super::openapi::always_true)]
+    #[schema(schema_with = always_true)]
     success: bool,
     /// This request's id, as in the `X-Request-ID` header.
     request_id: String,

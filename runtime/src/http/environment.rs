@@ -5,12 +5,11 @@ use axum::Extension;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::auth::Caller;
+use super::auth::{Authed, Caller};
 use super::body::JsonBody;
 use super::envelope::{Data as Success, Envelope};
 use super::error::ApiError;
 use super::openapi::{BodyErrors, ErrorEnvelope};
-use super::python::Authed;
 use crate::sandbox::mounts::{SCRATCH_GUEST, SCRIPTS_GUEST};
 
 /// `addSysPath`'s body.
@@ -131,7 +130,7 @@ mod tests {
 pub struct VenvBody {
     /// 1 to 64 of `[A-Za-z0-9_.-]`, not starting with `.`. For `activateVenv`, `null`
     /// deactivates.
-    #[serde(default, deserialize_with = "super::python::present")]
+    #[serde(default, deserialize_with = "super::args::present")]
     #[schema(value_type = Option<String>, required = true)]
     env_name: Option<Box<serde_json::value::RawValue>>,
 }
@@ -184,7 +183,7 @@ pub async fn create_venv(
     let (_, created) = tenant
         .registry
         .create_venv(&name)
-        .map_err(|err| super::python::registry_error(&tenant.id, err))?;
+        .map_err(|err| super::answer::registry_error(&tenant.id, err))?;
     let (venvs, active) = tenant.registry.venvs();
     Ok(Success(VenvData {
         env_name: Some(name),
@@ -217,7 +216,7 @@ pub async fn activate_venv(
     tenant
         .registry
         .activate_venv(name.as_deref())
-        .map_err(|err| super::python::registry_error(&tenant.id, err))?;
+        .map_err(|err| super::answer::registry_error(&tenant.id, err))?;
     let (venvs, active) = tenant.registry.venvs();
     Ok(Success(VenvData {
         env_name: name,

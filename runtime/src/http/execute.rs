@@ -12,15 +12,15 @@ use axum::Extension;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::auth::Caller;
+use super::answer::{CallData, call_result, registry_error};
+use super::auth::{Authed, Caller};
 use super::body::JsonBody;
 use super::envelope::{Data as Success, Envelope, current_request_id};
 use super::error::ApiError;
 use super::namespace::checked_code;
 use super::openapi::{BodyErrors, ErrorEnvelope, FreshRunErrors};
-use super::python::{Authed, CallData, call_result, registry_error};
+use crate::names::check_alias;
 use crate::protocol::Op;
-use crate::registry::check_alias;
 use crate::tenants::Tenant;
 
 /// The largest a log file may grow; past it nothing more is appended.

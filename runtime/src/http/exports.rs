@@ -8,14 +8,13 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::auth::Caller;
+use super::answer::{CallData, call_result, registry_error};
+use super::args::{AliasBody, CallBody, checked_call};
+use super::auth::{Authed, Caller};
 use super::body::JsonBody;
 use super::envelope::{Data as Success, Envelope};
 use super::error::ApiError;
 use super::openapi::{BodyErrors, ErrorBody, Exports as ExportsSchema, ToolErrors};
-use super::python::{
-    AliasBody, Authed, CallBody, CallData, call_result, checked_call, registry_error,
-};
 use crate::protocol::Op;
 use crate::tenants::Tenant;
 

@@ -10,13 +10,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 
-use super::auth::Caller;
+use super::args::check_depth;
+use super::auth::{Authed, Caller};
 use super::body::JsonBody;
 use super::envelope::{Data as Success, Envelope};
 use super::error::ApiError;
 use super::openapi::{BodyErrors, TargetSchema};
-use super::python::{Authed, check_depth};
-use crate::registry::{MAX_FUNCTIONS, Target, check_alias, check_function, check_global};
+use crate::names::{check_alias, check_function};
+use crate::registry::{MAX_FUNCTIONS, Target, check_global};
 
 /// A global variable of the tenant (`syncVariableToGlobal`, `syncVariableFromGlobal`).
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -27,7 +28,7 @@ pub struct GlobalBody {
     /// `syncVariableToGlobal`: the value (any JSON, at most 256 KiB; required).
     /// `syncVariableFromGlobal` refuses it.
     // `Some` whenever the field is present, `null` included.
-    #[serde(default, deserialize_with = "super::python::present")]
+    #[serde(default, deserialize_with = "super::args::present")]
     #[schema(value_type = Value)]
     value: Option<Box<RawValue>>,
 }
@@ -131,7 +132,7 @@ pub struct RegisterBody {
     name: String,
     /// What the name runs: `"alias.function_name"` or `{alias, function_name}`; `null`
     /// removes the registration.
-    #[serde(default, deserialize_with = "super::python::present")]
+    #[serde(default, deserialize_with = "super::args::present")]
     #[schema(value_type = Option<TargetBody>, required = true)]
     target: Option<Box<RawValue>>,
 }

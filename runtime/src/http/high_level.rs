@@ -15,15 +15,17 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::auth::Caller;
+use super::answer::{call_result, is_call_failure, registry_error};
+use super::args::check_depth;
+use super::auth::{Authed, Caller};
 use super::body::JsonBody;
 use super::envelope::{Data as Success, Envelope, current_request_id, json_response};
 use super::error::ApiError;
 use super::namespace::checked_code;
 use super::openapi::{BodyErrors, CacheStatsSchema, ErrorCode, ErrorEnvelope};
-use super::python::{Authed, call_result, check_depth, is_call_failure, registry_error};
+use crate::names::{check_function, check_script};
 use crate::protocol::{self, Op, SCRATCH_MODULE};
-use crate::registry::{CallReport, RegistryError, check_function, check_script};
+use crate::registry::{CallReport, RegistryError};
 use crate::sandbox::mounts::SCRIPTS_GUEST;
 
 /// How code runs: in a fresh sandbox dropped afterwards, or in the tenant's session

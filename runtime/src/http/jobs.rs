@@ -7,11 +7,13 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::answer::{call_result, registry_error};
+use super::args::{CallBody, checked_call};
+use super::auth::Authed;
 use super::body::JsonBody;
 use super::envelope::{Data as Success, DataWith, Envelope};
 use super::error::ApiError;
 use super::openapi::{BodyErrors, ErrorEnvelope, JobStatusSchema, JobViewSchema};
-use super::python::{Authed, CallBody, call_result, checked_call, registry_error};
 use crate::jobs::{JobError, JobStatus, JobView};
 use crate::protocol::Op;
 

@@ -12,12 +12,12 @@ use axum::Extension;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::auth::Caller;
+use super::answer::{call_result, registry_error};
+use super::auth::{Authed, Caller};
 use super::body::OptionalJsonBody;
 use super::envelope::{Data as Success, Envelope};
 use super::error::ApiError;
 use super::openapi::{BodyErrors, ErrorBody};
-use super::python::{Authed, call_result, registry_error};
 use crate::protocol::Op;
 use crate::tenants::Tenant;
 

@@ -2,6 +2,8 @@
 //! panics) are tower layers, not handler code. Only this module imports axum.
 
 mod admin;
+mod answer;
+mod args;
 mod audit;
 mod auth;
 mod batch;
@@ -203,7 +205,7 @@ async fn health(
 }
 
 async fn no_route() -> ApiError {
-    ApiError::not_found("no such route; see the README's API reference")
+    ApiError::not_found("no such route; GET /docs lists every route")
 }
 
 async fn wrong_method() -> ApiError {

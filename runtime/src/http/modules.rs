@@ -1,6 +1,6 @@
 //! `/module/*`: the original's native-module routes, for administrators only. Native modules
-//! are trusted code in the server's own process (see `native` and the README's trust
-//! boundary); tenants reach them only from guest code, through `scriptbox.native` and their
+//! are trusted code in the server's own process (see `native` and the trust boundary
+//! in docs/native-modules.md); tenants reach them only from guest code, through `scriptbox.native` and their
 //! policy.
 
 use axum::Extension;
@@ -9,13 +9,13 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::args::check_depth;
 use super::audit;
 use super::auth::{Caller, require_admin};
 use super::body::JsonBody;
 use super::envelope::{Data as Success, Envelope};
 use super::error::ApiError;
 use super::openapi::{BodyErrors, ErrorEnvelope, ModuleStatusSchema};
-use super::python::check_depth;
 use crate::native::{NativeError, NativeModules, State as ModuleState, Status};
 
 /// A module, by name (`unload`, `reload`, `enable`, `disable`, `status`).

@@ -6,16 +6,15 @@ use axum::Extension;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::auth::Caller;
+use super::answer::{CallData, call_result, registry_error, run_op};
+use super::args::{AliasBody, check_depth};
+use super::auth::{Authed, Caller};
 use super::body::JsonBody;
 use super::envelope::{Data as Success, Envelope};
 use super::error::ApiError;
 use super::openapi::{BodyErrors, FunctionInfo, ToolErrors};
-use super::python::{
-    AliasBody, Authed, CallData, call_result, check_depth, registry_error, run_op,
-};
+use crate::names::check_variable;
 use crate::protocol::Op;
-use crate::registry::check_variable;
 
 /// The longest expression or code snippet accepted.
 pub const MAX_CODE_BYTES: usize = 256 << 10;
@@ -31,7 +30,7 @@ pub struct VariableBody {
     /// `setVariable`: the value (any JSON, `null` included; required). `getVariable`
     /// refuses it.
     // `Some` whenever the field is present, `null` included.
-    #[serde(default, deserialize_with = "super::python::present")]
+    #[serde(default, deserialize_with = "super::args::present")]
     #[schema(value_type = Value)]
     value: Option<Box<RawValue>>,
 }

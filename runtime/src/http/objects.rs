@@ -9,14 +9,15 @@ use axum::Extension;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::auth::Caller;
+use super::answer::{CallData, run_op};
+use super::args::{AliasBody, check_depth, json_kind};
+use super::auth::{Authed, Caller};
 use super::body::JsonBody;
 use super::envelope::{Data as Success, Envelope};
 use super::error::ApiError;
 use super::openapi::{BodyErrors, ErrorEnvelope, ToolErrors};
-use super::python::{AliasBody, Authed, CallData, check_depth, json_kind, run_op};
+use crate::names::{check_alias, check_function};
 use crate::protocol::{self, ObjectRef, Op};
-use crate::registry::{check_alias, check_function};
 
 fn bad(err: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request(err.to_string())
@@ -181,7 +182,7 @@ pub struct AttributeBody {
     /// A public attribute name.
     attr_name: String,
     /// `setObjectAttribute`: the value (any JSON; required). `getObjectAttribute` refuses it.
-    #[serde(default, deserialize_with = "super::python::present")]
+    #[serde(default, deserialize_with = "super::args::present")]
     #[schema(value_type = Value)]
     value: Option<Box<RawValue>>,
 }

@@ -11,14 +11,15 @@ use axum::extract::Query;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::auth::Caller;
+use super::answer::registry_error;
+use super::auth::{Authed, Caller};
 use super::body::JsonBody;
 use super::envelope::{Data as Success, Envelope};
 use super::error::ApiError;
 use super::openapi::{BodyErrors, ErrorEnvelope};
-use super::python::{Authed, registry_error};
 use crate::packages::{
-    EnvPackages, InstallError, InstallReport, Installed, PackageError, Packages, parse_requirement,
+    EnvPackages, InstallError, InstallReport, Installed, PackageError, Packages, RequirementsError,
+    parse_requirement,
 };
 use crate::tenants::Tenant;
 
@@ -269,156 +270,38 @@ pub async fn list_packages(
         .map_err(|err| package_error(&tenant.id, err))
 }
 
-/// Most requirements a tool may declare.
-const MAX_REQUIREMENTS: usize = 64;
-
-/// Splits `"requests>=2,<3"` into the name and the specifier (absent when there is none).
-fn split_requirement(text: &str) -> (&str, Option<&str>) {
-    let text = text.trim();
-    let end = text
-        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-        .unwrap_or(text.len());
-    let rest = text[end..].trim();
-    (&text[..end], (!rest.is_empty()).then_some(rest))
-}
-
-/// A specifier without the spaces people write around operators (`>= 22, < 24`).
-fn compact(specifier: &str) -> String {
-    specifier.chars().filter(|c| !c.is_whitespace()).collect()
-}
-
-/// The expression that reads a tool's declared requirements (constant text: nothing from a
-/// client goes into it).
-const REQUIREMENTS_EXPRESSION: &str = "(lambda info: info().get('requirements') \
-    if callable(info) else None)(globals().get('get_tool_info'))";
-
-/// `get_tool_info()["requirements"]` of a loaded tool, if it declares a list. Runs in the
-/// tool's instance under its limits, but is not counted as one of its calls.
-async fn declared_requirements(tenant: &Tenant, alias: &str) -> Option<Vec<serde_json::Value>> {
-    let report = tenant
-        .registry
-        .run_uncounted(
-            alias,
-            crate::protocol::Op::Eval {
-                expression: REQUIREMENTS_EXPRESSION.to_owned(),
-            },
-            // A tool's own description should be quick; a slow one is not waited for.
-            Some(std::time::Duration::from_secs(2)),
-        )
-        .await
-        .ok()?;
-    let crate::sandbox::Outcome::Answered {
-        result: Some(result),
-        error: None,
-        ..
-    } = report.outcome
-    else {
-        return None;
-    };
-    match serde_json::from_str(result.get()).ok()? {
-        serde_json::Value::Array(items) => Some(items),
-        _ => None,
-    }
-}
-
-/// Checks a just-loaded tool's `get_tool_info()["requirements"]` against what its sandbox
-/// has (built in, or installed in the environment it mounts). Missing ones are installed when
-/// the tenant's policy has `auto_install_requirements` (and the tool is reloaded to see
-/// them); otherwise the answer is `422 missing_requirements` listing them. A tool without
-/// requirements, or whose discovery fails, is not held up here.
+/// Checks a just-loaded tool's declared requirements ([`Packages::check_requirements`]),
+/// installing missing ones when the tenant's policy has `auto_install_requirements` (and it
+/// may install); otherwise `422 missing_requirements` listing them.
 pub async fn check_requirements(
     tenant: &Tenant,
     packages: &Arc<Packages>,
     alias: &str,
 ) -> Result<(), ApiError> {
-    let Some(declared) = declared_requirements(tenant, alias).await else {
-        return Ok(());
-    };
-    let mounted = tenant.registry.mounted_venv();
-    let mut missing = Vec::new();
-    let mut unparsable = Vec::new();
-    for entry in declared.iter().take(MAX_REQUIREMENTS) {
-        let Some(text) = entry.as_str() else {
-            unparsable.push(entry.to_string());
-            continue;
-        };
-        let (name, specifier) = split_requirement(text);
-        let specifier = specifier.map(compact);
-        match parse_requirement(name, specifier.as_deref()) {
-            Err(_) => unparsable.push(text.to_owned()),
-            Ok(requirement) => {
-                if !packages
-                    .available(mounted.clone(), requirement.name.clone())
-                    .await
-                {
-                    missing.push((text.to_owned(), requirement));
-                }
-            }
-        }
-    }
-    if missing.is_empty() && unparsable.is_empty() {
-        return Ok(());
-    }
     let auto = tenant.policy.auto_install_requirements && may_install(tenant).is_ok();
-    if auto && unparsable.is_empty() {
-        let env = mounted.map(|venv| venv.name);
-        for (_, requirement) in missing {
-            packages
-                .install(
-                    &tenant.registry,
-                    env.as_deref(),
-                    requirement,
-                    tenant.packages_bytes,
-                )
-                .await
-                .map_err(|err| package_error(&tenant.id, err))?;
-        }
-        tenant
-            .registry
-            .reload(alias)
-            .await
-            .map_err(|err| registry_error(&tenant.id, err))?;
-        return Ok(());
-    }
-    let names: Vec<String> = missing
-        .into_iter()
-        .map(|(text, _)| text)
-        .chain(
-            unparsable
-                .iter()
-                .map(|text| format!("{text} (not a valid requirement)")),
+    let auto_install = auto.then_some(tenant.packages_bytes);
+    match packages
+        .check_requirements(&tenant.registry, alias, auto_install)
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(RequirementsError::Install(err)) => Err(package_error(&tenant.id, err)),
+        Err(RequirementsError::Missing(names)) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing_requirements",
+            format!(
+                "the tool requires packages its sandbox does not have: {}; install them with \
+                 installPackage (or allow auto_install_requirements in the tenant's policy)",
+                names.join(", ")
+            ),
         )
-        .collect();
-    Err(ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "missing_requirements",
-        format!(
-            "the tool requires packages its sandbox does not have: {}; install them with \
-             installPackage (or allow auto_install_requirements in the tenant's policy)",
-            names.join(", ")
-        ),
-    )
-    .with_details(serde_json::json!({ "missing": names })))
+        .with_details(serde_json::json!({ "missing": names }))),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn requirements_split_into_name_and_specifier() {
-        assert_eq!(split_requirement("requests"), ("requests", None));
-        assert_eq!(
-            split_requirement(" attrs >=22, <24 "),
-            ("attrs", Some(">=22, <24"))
-        );
-        assert_eq!(
-            split_requirement("a_b.c-d==1.0"),
-            ("a_b.c-d", Some("==1.0"))
-        );
-        // Markers and extras are left in the specifier, where parse_requirement refuses them.
-        assert_eq!(split_requirement("x; os_name"), ("x", Some("; os_name")));
-    }
 
     #[test]
     fn every_package_error_code_is_documented() {

@@ -9,12 +9,11 @@ use std::time::Duration;
 use axum::Extension;
 use serde::{Deserialize, Serialize};
 
-use super::auth::Caller;
+use super::auth::{Authed, Caller};
 use super::body::OptionalJsonBody;
 use super::envelope::{Data as Success, Envelope};
 use super::error::ApiError;
 use super::openapi::{BodyErrors, CacheStatsSchema};
-use super::python::Authed;
 use crate::registry::{CacheStats, MAX_TTL};
 
 /// `configurePerformance`'s body (optional): absent fields keep their setting.
@@ -108,7 +107,7 @@ pub async fn configure(
                 value: value.into(),
                 applied: true,
                 meaning: "the tenant's result cache for /python/call (pure functions; see \
-                          the README)"
+                          docs/api.md)"
                     .into(),
             },
         );

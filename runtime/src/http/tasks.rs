@@ -9,14 +9,13 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::auth::Caller;
+use super::auth::{Authed, Caller};
 use super::body::JsonBody;
 use super::envelope::{Data as Success, DataWith, Envelope};
 use super::error::ApiError;
 use super::openapi::{
     BodyErrors, ErrorEnvelope, TaskRecordSchema, TaskSpecSchema, TaskSummarySchema,
 };
-use super::python::Authed;
 use crate::tasks::{Service, TaskError, TaskRecord, TaskSummary};
 
 /// The task service, as handlers get it.
@@ -303,7 +302,7 @@ fn module_of(requirement: &str) -> String {
         .replace(['-', '.'], "_")
 }
 
-/// The original's PythonScriptTask: one `script` step as a task (see the README for the
+/// The original's PythonScriptTask: one `script` step as a task (see docs/api.md for the
 /// mapping); answers like `POST /tasks`.
 #[utoipa::path(
     post,

@@ -70,7 +70,7 @@ impl Library {
     /// function in `functions`.
     pub fn open(path: &Path, functions: &[String]) -> Result<Self, String> {
         // SAFETY: opening a library runs its initialisers; native modules are trusted code,
-        // installed by an administrator (the trust boundary in the README), and this is the
+        // installed by an administrator (the trust boundary in docs/native-modules.md), and this is the
         // one place they are opened.
         let handle = unsafe { libloading::Library::new(path) }
             .map_err(|err| format!("cannot open the library: {err}"))?;

@@ -10,8 +10,14 @@ use std::sync::Weak;
 use scriptbox_module::{ABI_VERSION, HostApi, STATUS_ERROR, STATUS_OK};
 
 use super::abi::{self, Answer};
-use super::loader::Shared;
 use super::manifest::Manifest;
+
+/// What a bridge asks of the loader: a call of a loaded module's function (the loader
+/// implements it, so this file needs nothing of the loader's).
+pub(super) trait Dependencies: Send + Sync {
+    /// `module.function(args)`, or why it cannot run.
+    fn call(&self, module: &str, function: &str, args: &str) -> Answer;
+}
 
 /// One module's host table and what it may reach. Boxed, so the table's `ctx` (a pointer to
 /// this value) stays valid while the module is loaded.
@@ -19,7 +25,7 @@ pub(super) struct Bridge {
     api: HostApi,
     module: String,
     dependencies: Vec<String>,
-    loader: Weak<Shared>,
+    loader: Weak<dyn Dependencies>,
 }
 
 // SAFETY: the raw pointer in `api.ctx` points at this same boxed value, which is never
@@ -29,7 +35,11 @@ unsafe impl Send for Bridge {}
 unsafe impl Sync for Bridge {}
 
 impl Bridge {
-    pub(super) fn new(module: &str, manifest: &Manifest, loader: Weak<Shared>) -> Box<Self> {
+    pub(super) fn new(
+        module: &str,
+        manifest: &Manifest,
+        loader: Weak<dyn Dependencies>,
+    ) -> Box<Self> {
         let mut bridge = Box::new(Self {
             api: HostApi {
                 abi_version: ABI_VERSION,
@@ -64,13 +74,7 @@ impl Bridge {
         let Some(loader) = self.loader.upgrade() else {
             return Answer::Err("the server is shutting down".to_owned());
         };
-        let loaded = match loader.loaded(module) {
-            Ok(loaded) => loaded,
-            Err(err) => return Answer::Err(err.to_string()),
-        };
-        loaded.library.call(function, args).unwrap_or_else(|| {
-            Answer::Err(format!("module {module:?} has no function {function:?}"))
-        })
+        loader.call(module, function, args)
     }
 }
 

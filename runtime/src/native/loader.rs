@@ -14,112 +14,21 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
-use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
 
-use super::abi::{Answer, Library};
-use super::bridge::Bridge;
-use super::manifest::{Manifest, ManifestError};
-use super::order::{self, OrderError};
+use super::abi::Answer;
+use super::bridge::{Bridge, Dependencies};
+use super::error::NativeError;
+use super::files::{discover, open};
+use super::manifest::Manifest;
+use super::order;
+use super::table::{Entry, Loaded, State, Status, Table, lock, status_of};
 
-/// Most module folders looked at under the modules folder.
-pub const MAX_MODULES: usize = 256;
-/// The largest library whose hash is checked (and so the largest loaded with a `sha256`).
-pub const MAX_LIBRARY_BYTES: u64 = 512 << 20;
-/// The largest `configFile` read.
-pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
-const STATE_FILE: &str = "native-modules.json";
 /// The longest a module's open and init may take before its load is given up.
 const INIT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Where a module is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    Unloaded,
-    Loading,
-    Loaded,
-    /// The last load failed (`error` says why) or the manifest is invalid.
-    Error,
-    /// Refused until enabled again.
-    Disabled,
-}
-
-impl std::fmt::Display for State {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Unloaded => "unloaded",
-            Self::Loading => "loading",
-            Self::Loaded => "loaded",
-            Self::Error => "in the error state",
-            Self::Disabled => "disabled",
-        })
-    }
-}
-
-/// Why a module operation or call was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum NativeError {
-    #[error("no native module is named {0:?}")]
-    Unknown(String),
-    #[error("module {name:?} has an invalid manifest: {error}")]
-    InvalidManifest { name: String, error: String },
-    #[error("{0}")]
-    Order(#[from] OrderError),
-    #[error("module {name:?} is needed by {} (loaded); unload them first", .dependents.join(", "))]
-    InUse {
-        name: String,
-        dependents: Vec<String>,
-    },
-    #[error("module {name:?} is not loaded (it is {state})")]
-    NotLoaded { name: String, state: State },
-    #[error("module {name:?} is disabled; enable it first")]
-    Disabled { name: String },
-    #[error("module {name:?} failed to load: {error}")]
-    LoadFailed { name: String, error: String },
-    #[error("module {module:?} has no function {function:?}")]
-    UnknownFunction { module: String, function: String },
-    #[error("{module}.{function} failed: {message}")]
-    Failed {
-        module: String,
-        function: String,
-        message: String,
-    },
-    #[error("{module}.{function} did not answer within {ms} ms")]
-    Timeout {
-        module: String,
-        function: String,
-        ms: u128,
-    },
-    #[error("every native-call thread is busy; try again later")]
-    Busy,
-    #[error("the path must be a module folder inside the modules folder")]
-    ForbiddenPath,
-    #[error("{0}")]
-    Host(String),
-}
-
-/// What `status` and `list` report about a module.
-#[derive(Debug, Clone, Serialize)]
-pub struct Status {
-    pub name: String,
-    pub state: State,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub functions: Vec<String>,
-    pub dependencies: Vec<String>,
-    /// Modules that depend on this one.
-    pub dependents: Vec<String>,
-    pub calls: u64,
-    pub failures: u64,
-}
 
 /// Settings of the loader.
 #[derive(Debug, Clone)]
@@ -134,65 +43,18 @@ pub struct Settings {
     pub call_timeout: Duration,
 }
 
-/// A loaded module: its library, and the host table it was initialised with. The library is
-/// declared first so that it is shut down and closed before the table is freed.
-pub(super) struct Loaded {
-    pub(super) library: Library,
-    _bridge: Box<Bridge>,
-}
-
-struct Entry {
-    manifest: Manifest,
-    folder: PathBuf,
-    state: State,
-    error: Option<String>,
-    module: Option<Arc<Loaded>>,
-    calls: u64,
-    failures: u64,
-}
-
-#[derive(Default)]
-struct Table {
-    entries: BTreeMap<String, Entry>,
-    /// Disabled module names: kept apart from the entries, so a module whose folder is
-    /// broken for a while is still disabled once it is fixed.
-    disabled: std::collections::BTreeSet<String>,
-    /// Folders whose manifest could not be read, with the reason.
-    invalid: BTreeMap<String, String>,
-}
-
-impl Table {
-    /// Every known module's manifest, by name (what the load order is computed from).
-    fn manifests(&self) -> BTreeMap<String, Manifest> {
-        self.entries
-            .iter()
-            .map(|(name, entry)| (name.clone(), entry.manifest.clone()))
-            .collect()
-    }
-}
-
-/// What survives a restart.
-#[derive(Default, Serialize, Deserialize)]
-struct Saved {
-    loaded: Vec<String>,
-    disabled: Vec<String>,
-}
-
+/// What the loader's handles share: the settings, the admin lock, the table, the call slots.
 pub(super) struct Shared {
-    settings: Settings,
+    pub(super) settings: Settings,
     admin: tokio::sync::Mutex<()>,
-    table: Mutex<Table>,
-    permits: Arc<Semaphore>,
+    pub(super) table: Mutex<Table>,
+    pub(super) permits: Arc<Semaphore>,
 }
 
 /// The loader. Cheap to clone.
 #[derive(Clone)]
 pub struct NativeModules {
-    shared: Arc<Shared>,
-}
-
-fn lock(table: &Mutex<Table>) -> MutexGuard<'_, Table> {
-    table.lock().unwrap_or_else(|poison| poison.into_inner())
+    pub(super) shared: Arc<Shared>,
 }
 
 impl Shared {
@@ -215,10 +77,21 @@ impl Shared {
         }
     }
 
-    fn count(&self, name: &str, failed: bool) {
+    pub(super) fn count(&self, name: &str, failed: bool) {
         if let Some(entry) = lock(&self.table).entries.get_mut(name) {
             entry.calls += 1;
             entry.failures += u64::from(failed);
+        }
+    }
+}
+
+impl Dependencies for Shared {
+    fn call(&self, module: &str, function: &str, args: &str) -> Answer {
+        match self.loaded(module) {
+            Ok(loaded) => loaded.library.call(function, args).unwrap_or_else(|| {
+                Answer::Err(format!("module {module:?} has no function {function:?}"))
+            }),
+            Err(err) => Answer::Err(err.to_string()),
         }
     }
 }
@@ -451,82 +324,6 @@ impl NativeModules {
         finish(tokio::spawn(async move { this.disable_now(&name).await })).await
     }
 
-    /// Calls `module.function` with `args` (JSON text) on a blocking thread, waiting at most
-    /// `within` (or the configured call timeout, whichever is shorter). The answer is JSON.
-    ///
-    /// `share`: a slot of the caller's own share of native calls (a tenant's), held like the
-    /// server-wide one until the library returns, so a tenant whose guests give up on slow
-    /// calls cannot take every slot.
-    pub async fn call(
-        &self,
-        module: &str,
-        function: &str,
-        args: &str,
-        within: Option<Duration>,
-        share: Option<tokio::sync::OwnedSemaphorePermit>,
-    ) -> Result<Box<RawValue>, NativeError> {
-        let limit = within.map_or(self.shared.settings.call_timeout, |w| {
-            w.min(self.shared.settings.call_timeout)
-        });
-        let started = tokio::time::Instant::now();
-        let timeout = || NativeError::Timeout {
-            module: module.to_owned(),
-            function: function.to_owned(),
-            ms: limit.as_millis(),
-        };
-        // The slot first, then the module: a call waiting for a slot must not keep an
-        // unloaded module's library alive.
-        let permit = tokio::time::timeout(limit, Arc::clone(&self.shared.permits).acquire_owned())
-            .await
-            .map_err(|_| NativeError::Busy)?
-            .map_err(|_| NativeError::Busy)?;
-        let loaded = self.shared.loaded(module)?;
-        if !loaded.library.has(function) {
-            // Dropped off the async threads, in case it is the last hold on an unloaded
-            // module (whose shutdown is module code).
-            tokio::task::spawn_blocking(move || drop((loaded, permit, share)));
-            return Err(NativeError::UnknownFunction {
-                module: module.to_owned(),
-                function: function.to_owned(),
-            });
-        }
-        let (name, args) = (function.to_owned(), args.to_owned());
-        // The thread holds its permit until the library returns, even after the caller gave
-        // up: a module that hangs keeps using its slot, so hung calls cannot pile up threads.
-        let task = tokio::task::spawn_blocking(move || {
-            let _permit = (permit, share);
-            loaded.library.call(&name, &args)
-        });
-        let answer = tokio::time::timeout(limit.saturating_sub(started.elapsed()), task).await;
-        let answer = match answer {
-            Err(_) => {
-                self.shared.count(module, true);
-                return Err(timeout());
-            }
-            Ok(Err(join)) => Err(NativeError::Host(format!(
-                "native call thread failed: {join}"
-            ))),
-            Ok(Ok(None)) => Err(NativeError::UnknownFunction {
-                module: module.to_owned(),
-                function: function.to_owned(),
-            }),
-            Ok(Ok(Some(Answer::Ok(text)))) => {
-                RawValue::from_string(text).map_err(|_| NativeError::Failed {
-                    module: module.to_owned(),
-                    function: function.to_owned(),
-                    message: "the module answered text that is not JSON".to_owned(),
-                })
-            }
-            Ok(Ok(Some(Answer::Err(message)))) => Err(NativeError::Failed {
-                module: module.to_owned(),
-                function: function.to_owned(),
-                message,
-            }),
-        };
-        self.shared.count(module, answer.is_err());
-        answer
-    }
-
     fn not_disabled(&self, name: &str) -> Result<(), NativeError> {
         if lock(&self.shared.table).disabled.contains(name) {
             return Err(NativeError::Disabled {
@@ -676,7 +473,8 @@ impl NativeModules {
                 entry.error = None;
                 (entry.manifest.clone(), entry.folder.clone())
             };
-            let bridge = Bridge::new(&step, &manifest, Arc::downgrade(&self.shared));
+            let dependencies: Arc<dyn Dependencies> = self.shared.clone();
+            let bridge = Bridge::new(&step, &manifest, Arc::downgrade(&dependencies));
             let copies = self.shared.settings.data_dir.join("native-copies");
             let opened = tokio::time::timeout(
                 INIT_TIMEOUT,
@@ -732,50 +530,6 @@ impl NativeModules {
             tracing::info!(module = %name, "native module unloaded");
         }
     }
-
-    fn state_path(&self) -> PathBuf {
-        self.shared.settings.data_dir.join(STATE_FILE)
-    }
-
-    fn read_saved(&self) -> Saved {
-        std::fs::read(self.state_path())
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default()
-    }
-
-    /// Records the loaded (in load order) and disabled modules.
-    fn save(&self) {
-        let saved = {
-            let table = lock(&self.shared.table);
-            let mut loaded: Vec<String> = Vec::new();
-            let manifests = table.manifests();
-            for (name, entry) in &table.entries {
-                if entry.module.is_some()
-                    && let Ok(chain) = order::load_order(name, &manifests)
-                {
-                    for step in chain {
-                        if !loaded.contains(&step) {
-                            loaded.push(step);
-                        }
-                    }
-                }
-            }
-            Saved {
-                loaded,
-                disabled: table.disabled.iter().cloned().collect(),
-            }
-        };
-        let write = || -> std::io::Result<()> {
-            let path = self.state_path();
-            let tmp = path.with_extension("json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&saved)?)?;
-            std::fs::rename(&tmp, &path)
-        };
-        if let Err(err) = write() {
-            tracing::warn!(error = %err, "could not record the native modules' states");
-        }
-    }
 }
 
 async fn finish<T>(
@@ -783,150 +537,4 @@ async fn finish<T>(
 ) -> Result<T, NativeError> {
     task.await
         .map_err(|err| NativeError::Host(format!("the module operation failed: {err}")))?
-}
-
-fn status_of(table: &Table, name: &str) -> Option<Status> {
-    let entry = table.entries.get(name)?;
-    let manifests = table.manifests();
-    Some(Status {
-        name: name.to_owned(),
-        state: entry.state,
-        version: Some(entry.manifest.version.to_string()),
-        error: entry.error.clone(),
-        functions: entry.manifest.functions.clone(),
-        dependencies: entry
-            .manifest
-            .dependencies
-            .iter()
-            .map(|d| format!("{}@{}", d.name, d.version))
-            .collect(),
-        dependents: order::dependents(name, &manifests),
-        calls: entry.calls,
-        failures: entry.failures,
-    })
-}
-
-/// Reads every `<dir>/<folder>/module.json` (at most [`MAX_MODULES`] folders).
-fn discover(dir: &Path) -> BTreeMap<String, Result<Manifest, ManifestError>> {
-    let mut found = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return found;
-    };
-    for entry in entries.filter_map(Result::ok).take(MAX_MODULES) {
-        let path = entry.path();
-        if !path.join("module.json").is_file() {
-            continue;
-        }
-        let Ok(folder) = entry.file_name().into_string() else {
-            continue;
-        };
-        let read = Manifest::read(&path).and_then(|manifest| {
-            if manifest.name == folder {
-                Ok(manifest)
-            } else {
-                Err(ManifestError(format!(
-                    "{folder}/module.json: name {:?} does not match its folder {folder:?}",
-                    manifest.name
-                )))
-            }
-        });
-        found.insert(folder, read);
-    }
-    found
-}
-
-/// Opens, checks and initialises one module's library (blocking).
-fn open(
-    manifest: &Manifest,
-    folder: &Path,
-    copies: &Path,
-    bridge: Box<Bridge>,
-) -> Result<Loaded, String> {
-    let path = folder.join(&manifest.library);
-    // Each load opens a private copy of the library. The dynamic loader shares one image per
-    // file, so opening the installed file again while an old copy still serves a call (a
-    // reload) would hand back the old code and its statics; a copy of its own gives every
-    // load its own image. The hash is checked on the copy, the bytes that are opened.
-    let copy = private_copy(&path, &manifest.name, copies)?;
-    let opened = check_hash(&copy, manifest.sha256.as_deref())
-        .and_then(|()| Library::open(&copy, &manifest.functions));
-    // Open (or refused): the file itself is not needed any more.
-    let _ = std::fs::remove_file(&copy);
-    let mut library = opened?;
-    let config = match &manifest.config_file {
-        None => "null".to_owned(),
-        Some(file) => read_config(&folder.join(file))?,
-    };
-    library.init(bridge.api(), &config)?;
-    Ok(Loaded {
-        library,
-        _bridge: bridge,
-    })
-}
-
-/// Copies the library (at most [`MAX_LIBRARY_BYTES`]) to a new private file under `copies`.
-fn private_copy(path: &Path, name: &str, copies: &Path) -> Result<PathBuf, String> {
-    use std::io::Read as _;
-    let source = std::fs::File::open(path).map_err(|_| {
-        format!(
-            "the library {} is missing",
-            path.file_name().unwrap_or_default().to_string_lossy()
-        )
-    })?;
-    std::fs::create_dir_all(copies).map_err(|err| format!("cannot prepare the library: {err}"))?;
-    let copy = copies.join(format!(
-        "{name}-{}{}",
-        uuid::Uuid::new_v4().simple(),
-        std::env::consts::DLL_SUFFIX
-    ));
-    let mut target =
-        std::fs::File::create(&copy).map_err(|err| format!("cannot prepare the library: {err}"))?;
-    let copied = std::io::copy(&mut source.take(MAX_LIBRARY_BYTES + 1), &mut target);
-    match copied {
-        Ok(bytes) if bytes <= MAX_LIBRARY_BYTES => Ok(copy),
-        Ok(_) => {
-            let _ = std::fs::remove_file(&copy);
-            Err(format!(
-                "the library is larger than {MAX_LIBRARY_BYTES} bytes"
-            ))
-        }
-        Err(err) => {
-            let _ = std::fs::remove_file(&copy);
-            Err(format!("cannot read the library: {err}"))
-        }
-    }
-}
-
-fn check_hash(copy: &Path, expected: Option<&str>) -> Result<(), String> {
-    let Some(expected) = expected else {
-        return Ok(());
-    };
-    let mut file =
-        std::fs::File::open(copy).map_err(|err| format!("cannot read the library: {err}"))?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher)
-        .map_err(|err| format!("cannot read the library: {err}"))?;
-    let found = hex::encode(hasher.finalize());
-    if found == expected {
-        Ok(())
-    } else {
-        Err(format!(
-            "the library's SHA-256 is {found}, but module.json says {expected}"
-        ))
-    }
-}
-
-fn read_config(path: &Path) -> Result<String, String> {
-    let metadata = std::fs::metadata(path)
-        .map_err(|_| format!("the config file {} is missing", path.display()))?;
-    if metadata.len() > MAX_CONFIG_BYTES {
-        return Err(format!(
-            "the config file is larger than {MAX_CONFIG_BYTES} bytes"
-        ));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| format!("cannot read the config file: {err}"))?;
-    serde_json::from_str::<&RawValue>(&text)
-        .map_err(|err| format!("the config file is not JSON: {err}"))?;
-    Ok(text)
 }

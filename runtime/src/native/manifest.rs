@@ -104,21 +104,12 @@ const PLATFORMS: [&str; 3] = ["linux", "macos", "windows"];
 
 /// A function name: an identifier of 1-64 ASCII characters.
 pub fn check_function(function: &str) -> bool {
-    (1..=64).contains(&function.len())
-        && function.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        && function
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    crate::names::is_native_function(function)
 }
 
 /// A module name: 1-64 of `[a-z0-9_]`, starting with a letter.
 pub fn check_name(name: &str) -> Result<(), ManifestError> {
-    let ok = (1..=64).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if ok {
+    if crate::names::is_native_module(name) {
         Ok(())
     } else {
         Err(bad(format!(

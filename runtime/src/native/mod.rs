@@ -1,8 +1,10 @@
 //! Trusted native modules: shared libraries an administrator drops into `modules/<name>/`
 //! with a `module.json`, loaded into the host process (never into a sandbox) and called with
 //! JSON over a small C ABI (`modules/README.md`). The manifest ([`manifest`]), the load order
-//! ([`order`]), the loader with its states and lock discipline ([`loader`]), and the ABI
-//! itself (`abi`, `bridge`: the only `unsafe` outside the module cache).
+//! ([`order`]), the loader with its lock discipline and lifecycle ([`loader`]), its table of
+//! modules and their states (`table`), the files behind a module (`files`: folder, library
+//! copy, config), calls (`call`), what survives a restart (`saved`), and the ABI itself
+//! (`abi`, `bridge`: the only `unsafe` outside the module cache).
 
 #[allow(
     unsafe_code,
@@ -14,11 +16,19 @@ mod abi;
     reason = "the host table handed to modules over the C ABI"
 )]
 mod bridge;
+mod call;
+mod error;
+mod files;
 pub mod loader;
 pub mod manifest;
 pub mod order;
+mod saved;
+mod table;
 
-pub use loader::{NativeError, NativeModules, Settings, State, Status};
+pub use error::NativeError;
+pub use files::{MAX_CONFIG_BYTES, MAX_LIBRARY_BYTES, MAX_MODULES};
+pub use loader::{NativeModules, Settings};
+pub use table::{State, Status};
 
 /// A tenant's reach into native modules from guest code: the loader and the tenant's policy.
 #[derive(Clone)]

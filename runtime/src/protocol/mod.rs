@@ -1,5 +1,5 @@
-//! Host <-> guest driver messages, protocol version 1 (python-wasm/guest/_scriptbox_driver.py
-//! is the other half and documents the frames).
+//! Host <-> guest driver messages, protocol version 1 (the driver, `python-wasm/guest/driver/`
+//! joined into `_scriptbox_driver.py`, is the other half and documents the frames).
 //!
 //! Frames are JSON. Values (call arguments, results) travel as raw JSON text, never re-parsed
 //! into `serde_json::Value` on the host, so integers of any size reach the client exactly as

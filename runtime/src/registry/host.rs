@@ -16,7 +16,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
-use super::{CancelOnDrop, Job, Registry, RegistryError, lock};
+use super::job::{CancelOnDrop, Job};
+use super::{Registry, RegistryError, lock};
 use crate::protocol::{HostRequest, Op};
 use crate::sandbox::{HostCalls, HostReply, Outcome};
 
@@ -203,7 +204,7 @@ async fn call_native(
 }
 
 pub fn check_global(name: &str) -> Result<(), String> {
-    super::check_variable(name).map_err(|e| e.to_string().replace("variable_name", "name"))
+    crate::names::check_variable(name).map_err(|e| e.to_string().replace("variable_name", "name"))
 }
 
 fn boolean(value: bool) -> Box<RawValue> {

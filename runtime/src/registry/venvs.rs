@@ -6,7 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{NameError, RegistryError, Venv, check_alias, create_private_dir};
+use super::scratch::create_private_dir;
+use super::{RegistryError, Venv};
+use crate::names::{NameError, check_alias};
 
 /// The environment packages go to when none is named, and the one instances mount when
 /// none is active.

@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 
+use crate::names::{check_alias, check_function, check_script};
 use crate::protocol::{self, Op, SCRATCH_MODULE};
-use crate::registry::{CallReport, Registry, check_alias, check_function, check_script};
+use crate::registry::{CallReport, Registry};
 use crate::sandbox::Outcome;
 
 /// One attempt's result: the step's JSON result, or why it failed.

@@ -5,7 +5,8 @@
 //! * [`spec`] — the submitted task, validated at submit (ids, references, cycles, bounds).
 //! * [`kinds`] — the [`Task`] trait for step kinds, and the built-in `call` and `script`.
 //! * [`runner`] — runs one task.
-//! * [`store`] — SQLite: tasks, steps and every state change.
+//!
+//! Their records live in [`crate::store::tasks`] (tasks, steps and every state change).
 //!
 //! Tasks belong to an owner (a tenant) and are only visible to it; each owner has a quota of
 //! running and of stored tasks. The module knows registries, not tenants.
@@ -13,7 +14,6 @@
 pub mod kinds;
 pub mod runner;
 pub mod spec;
-pub mod store;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,11 +23,11 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::store::tasks::Store;
+pub use crate::store::tasks::{TaskRecord, TaskSummary};
 pub use kinds::{Kinds, StepContext, StepFuture, Task};
 use runner::{Done, RunContext};
 pub use spec::{SpecError, TaskSpec};
-use store::Store;
-pub use store::{TaskRecord, TaskSummary};
 
 use crate::registry::Registry;
 
@@ -61,7 +61,7 @@ pub enum TaskError {
     #[error("the task already finished ({0})")]
     Finished(String),
     #[error("the task store failed")]
-    Store(#[from] rusqlite::Error),
+    Store(#[from] crate::store::StoreError),
     #[error("a task store read was lost")]
     Lost,
 }

@@ -17,8 +17,8 @@ use tokio::time::Instant;
 
 use super::kinds::{Kinds, StepContext};
 use super::spec::{StepSpec, TaskSpec, Unresolved, resolve};
-use super::store::Store;
 use crate::registry::Registry;
+use crate::store::tasks::Store;
 
 /// The largest step result kept; a larger one fails the step.
 pub const MAX_RESULT_BYTES: usize = 1 << 20;

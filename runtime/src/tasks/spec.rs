@@ -291,7 +291,7 @@ fn parse_step(raw: &RawValue, kinds: &Kinds) -> Result<StepSpec, SpecError> {
     }
     let mut inputs = BTreeMap::new();
     for (name, text) in raw_inputs {
-        crate::registry::check_variable(&name)
+        crate::names::check_variable(&name)
             .map_err(|err| bad(format!("step {id:?}: input name {:?}: {err}", clip(&name))))?;
         let reference = Reference::parse(&text)?;
         depends_on.insert(reference.step.clone());

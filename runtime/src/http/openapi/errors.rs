@@ -26,7 +26,7 @@ const fn code(code: &'static str, status: u16, when: &'static str) -> CodeDoc {
     CodeDoc { code, status, when }
 }
 
-/// Every error code the API answers with, in the README's order ("Error codes").
+/// Every error code the API answers with, in the order of docs/errors.md.
 /// The unit test below checks that every code the source constructs is listed.
 pub const ERROR_CODES: &[CodeDoc] = &[
     code("invalid_json", 400, "body is empty or not JSON"),

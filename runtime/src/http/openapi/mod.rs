@@ -14,7 +14,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::schema::{Schema, SchemaType, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{OpenApi, RefOr, Required};
 use utoipa::{IntoResponses, Modify};
@@ -76,14 +76,6 @@ impl Modify for KeyScheme {
 /// The document the router starts from (before any route is added).
 pub fn base() -> OpenApi {
     <ApiDoc as utoipa::OpenApi>::openapi()
-}
-
-/// `true`, for the success envelope's `success`.
-pub fn always_true() -> ObjectBuilder {
-    ObjectBuilder::new()
-        .schema_type(Type::Boolean)
-        .enum_values(Some([true]))
-        .description(Some("Always `true` here (`false` in the error envelope)."))
 }
 
 /// Marks every operation of `openapi` as needing the key, with the key check's refusals

@@ -192,7 +192,7 @@ pub fn strategy_input() -> RefOr<Schema> {
         .into()
 }
 
-/// A task as submitted to `POST /tasks` (README "Tasks").
+/// A task as submitted to `POST /tasks` (docs/tasks.md).
 #[derive(ToSchema)]
 #[schema(as = TaskSpec)]
 #[serde(deny_unknown_fields)]

@@ -1,6 +1,6 @@
 //! The parts of the document that are written by hand, checked against the code: the error
 //! codes against every code the HTTP layer constructs, and each mirrored schema against its
-//! real type's serialisation. (The whole document is checked against the README by
+//! real type's serialisation. (The whole document is checked against docs/api.md and docs/errors.md by
 //! `tests/api/openapi.rs`.)
 
 use std::collections::BTreeSet;
@@ -64,7 +64,7 @@ fn every_constructed_error_code_is_documented() {
             assert!(
                 documented.contains(code.as_str()),
                 "{file} answers error code {code:?}, which openapi/errors.rs ERROR_CODES \
-                 (and the README's error codes) do not list"
+                 (and docs/errors.md) do not list"
             );
             seen.insert(code);
         }
@@ -229,7 +229,7 @@ fn mirrored_schemas_match_the_real_types() {
 #[test]
 fn task_schemas_match_the_task_types() {
     use super::schemas::{ChangeSchema, StepStateSchema, TaskRecordSchema, TaskSummarySchema};
-    use crate::tasks::store::{Change, StepState, TaskRecord, TaskSummary};
+    use crate::store::tasks::{Change, StepState, TaskRecord, TaskSummary};
 
     let raw = || serde_json::value::RawValue::from_string("1".to_owned()).ok();
     let summary = TaskSummary {

@@ -5,6 +5,8 @@
 //!
 //! Everything here is blocking file and process work, run on blocking threads.
 
+mod requirements;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
+pub use requirements::RequirementsError;
 use scriptbox_packages::{Fetcher, Limits, Site, Source, built_in};
 pub use scriptbox_packages::{Installed, PackageError, Requirement, parse_requirement};
 

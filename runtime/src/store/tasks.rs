@@ -162,7 +162,7 @@ impl Store {
 
     /// Marks every task left pending or running (by a process that is gone) `interrupted`,
     /// with its unfinished steps. Returns how many tasks.
-    pub fn recover(&self) -> rusqlite::Result<usize> {
+    pub fn recover(&self) -> super::Result<usize> {
         let mut db = self.db();
         let tx = db.transaction()?;
         let at = now();
@@ -206,7 +206,7 @@ impl Store {
         name: &str,
         spec: &str,
         steps: &[(&str, &str)],
-    ) -> rusqlite::Result<()> {
+    ) -> super::Result<()> {
         let mut db = self.db();
         let tx = db.transaction()?;
         let at = now();
@@ -226,11 +226,12 @@ impl Store {
             "INSERT INTO history (task_id, status, attempt, at) VALUES (?1, 'pending', 0, ?2)",
             params![id, at],
         )?;
-        tx.commit()
+        tx.commit()?;
+        Ok(())
     }
 
     /// A task's new state.
-    pub fn set_task(&self, id: &str, status: &str, error: Option<&str>) -> rusqlite::Result<()> {
+    pub fn set_task(&self, id: &str, status: &str, error: Option<&str>) -> super::Result<()> {
         let mut db = self.db();
         let tx = db.transaction()?;
         let at = now();
@@ -242,7 +243,8 @@ impl Store {
             "INSERT INTO history (task_id, status, attempt, at, error) VALUES (?1, ?2, 0, ?3, ?4)",
             params![id, status, at, error],
         )?;
-        tx.commit()
+        tx.commit()?;
+        Ok(())
     }
 
     /// A step's new state; `running` counts an attempt and sets its start.
@@ -254,7 +256,7 @@ impl Store {
         attempt: u32,
         result: Option<&RawValue>,
         error: Option<&str>,
-    ) -> rusqlite::Result<()> {
+    ) -> super::Result<()> {
         let mut db = self.db();
         let tx = db.transaction()?;
         let at = now();
@@ -280,11 +282,12 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![task, step, status, attempt, at, error],
         )?;
-        tx.commit()
+        tx.commit()?;
+        Ok(())
     }
 
     /// The owner's task `id` with its steps and history.
-    pub fn get(&self, owner: &str, id: &str) -> rusqlite::Result<Option<TaskRecord>> {
+    pub fn get(&self, owner: &str, id: &str) -> super::Result<Option<TaskRecord>> {
         let db = self.reader();
         let found = db
             .query_row(
@@ -360,7 +363,7 @@ impl Store {
         status: Option<&str>,
         limit: usize,
         cursor: Option<i64>,
-    ) -> rusqlite::Result<(Vec<TaskSummary>, Option<i64>)> {
+    ) -> super::Result<(Vec<TaskSummary>, Option<i64>)> {
         let db = self.reader();
         let mut q = db.prepare(
             "SELECT seq, id, name, status, error, created_at, updated_at FROM tasks
@@ -401,26 +404,26 @@ impl Store {
     }
 
     /// How many tasks the owner has stored.
-    pub fn count(&self, owner: &str) -> rusqlite::Result<usize> {
-        self.reader().query_row(
+    pub fn count(&self, owner: &str) -> super::Result<usize> {
+        Ok(self.reader().query_row(
             "SELECT COUNT(*) FROM tasks WHERE owner = ?1",
             params![owner],
             |row| row.get::<_, i64>(0).map(|n| n as usize),
-        )
+        )?)
     }
 
     /// The bytes of step results the owner's tasks hold.
-    pub fn result_bytes(&self, owner: &str) -> rusqlite::Result<u64> {
-        self.reader().query_row(
+    pub fn result_bytes(&self, owner: &str) -> super::Result<u64> {
+        Ok(self.reader().query_row(
             "SELECT COALESCE(SUM(LENGTH(s.result)), 0) FROM steps s
              JOIN tasks t ON s.task_id = t.id WHERE t.owner = ?1",
             params![owner],
             |row| row.get::<_, i64>(0).map(|n| n.max(0) as u64),
-        )
+        )?)
     }
 
     /// Deletes the owner's task and its history; whether it existed.
-    pub fn delete(&self, owner: &str, id: &str) -> rusqlite::Result<bool> {
+    pub fn delete(&self, owner: &str, id: &str) -> super::Result<bool> {
         let mut db = self.db();
         let tx = db.transaction()?;
         let n = tx.execute(

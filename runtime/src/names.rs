@@ -1,8 +1,8 @@
-//! Checks for the names clients send: aliases, script names, function names. Script names
-//! become a file name and a Python module name, so they are held to a strict grammar: no
-//! paths, no traversal, nothing a shell or the import system would read specially.
-
-use std::path::Path;
+//! The grammars of the names clients and operators write: aliases, script names, function
+//! and variable names, native module and function names. Script names become a file name and
+//! a Python module name, so they are held to a strict grammar: no paths, no traversal,
+//! nothing a shell or the import system would read specially. Pure checks: every layer may
+//! use them (config validates the operator's names with them).
 
 /// Longest alias, script or function name.
 pub const MAX_NAME: usize = 64;
@@ -97,22 +97,22 @@ pub fn check_variable(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
-/// Whether `<dir>/<name>.py` or `<dir>/<name>/__init__.py` is a regular file (a symlink
-/// counts only if it resolves inside `dir`, which the guest's read-only mount enforces too).
-pub fn script_exists(dir: &Path, name: &str) -> bool {
-    let Ok(root) = dir.canonicalize() else {
-        return false;
-    };
-    [
-        dir.join(format!("{name}.py")),
-        dir.join(name).join("__init__.py"),
-    ]
-    .iter()
-    .any(|candidate| {
-        candidate
-            .canonicalize()
-            .is_ok_and(|real| real.starts_with(&root) && real.is_file())
-    })
+/// A native module's name: 1-64 of `[a-z0-9_]`, starting with a letter.
+pub fn is_native_module(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// A native module's function name: a C identifier of 1-64 characters.
+pub fn is_native_function(function: &str) -> bool {
+    (1..=64).contains(&function.len())
+        && function.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && function
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 #[cfg(test)]

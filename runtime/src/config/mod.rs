@@ -78,9 +78,18 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::sandbox::{LimitOverrides, Limits, StartLimits};
+mod sections;
+mod tenants;
+
+pub use sections::{HttpLimits, NativeConfig, PackagesConfig};
+use tenants::validate_quotas;
+pub use tenants::{
+    LOCAL_TENANT, Policy, Quotas, Role, TenantConfig, parse_key_hash, valid_tenant_id,
+};
+
+use crate::limits::{LimitOverrides, Limits, StartLimits};
 
 /// The repository this binary was built from: the default home of the scripts, the fetched
 /// interpreter and the fetch script, so `cargo run -- serve` works from any folder.
@@ -140,246 +149,6 @@ pub struct Config {
     pub native: NativeConfig,
     /// `installPackage`: how pip is run.
     pub packages: PackagesConfig,
-}
-
-/// How `installPackage` runs pip (as a subprocess, never through a shell).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct PackagesConfig {
-    /// The Python that runs `-m pip download` (on the host; only downloads, never installs).
-    pub python: PathBuf,
-    /// A folder of wheels to install from instead of the package index (offline servers).
-    pub find_links: Option<PathBuf>,
-    /// The longest one pip run may take.
-    pub timeout_s: u64,
-    /// pip runs at once, all tenants together; other installs wait.
-    pub max_concurrent_installs: usize,
-    /// Most bytes one install may download (the package, its dependencies and pip's
-    /// temporary files); past it pip is killed and the install refused (`too_large`).
-    pub max_download_bytes: u64,
-}
-
-impl Default for PackagesConfig {
-    fn default() -> Self {
-        Self {
-            python: PathBuf::from("python3"),
-            find_links: None,
-            timeout_s: 120,
-            max_concurrent_installs: 2,
-            max_download_bytes: 256 << 20,
-        }
-    }
-}
-
-/// What a tenant's tools may reach beyond their sandbox. Everything is off by default.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Policy {
-    /// Native-module functions the tenant's guest code may call (`scriptbox.native`), each
-    /// `"module.function"` or `"module.*"`.
-    pub native_functions: Vec<String>,
-    /// May install pure-Python packages for its sandboxes (`installPackage`; admins always
-    /// may).
-    pub install_packages: bool,
-    /// A tool whose `get_tool_info()["requirements"]` names packages that are missing gets
-    /// them installed at load (needs `install_packages`), instead of a `missing_requirements`
-    /// refusal.
-    pub auto_install_requirements: bool,
-}
-
-impl Policy {
-    fn validate(&self) -> anyhow::Result<()> {
-        if self.native_functions.len() > 1024 {
-            bail!("native_functions: at most 1024 entries");
-        }
-        for entry in &self.native_functions {
-            let valid = entry.split_once('.').is_some_and(|(module, function)| {
-                crate::native::manifest::check_name(module).is_ok()
-                    && (function == "*" || crate::native::manifest::check_function(function))
-            });
-            if !valid {
-                bail!("native_functions: {entry:?} is not \"module.function\" or \"module.*\"");
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether guest code may call `module.function`.
-    pub fn allows_native(&self, module: &str, function: &str) -> bool {
-        self.native_functions.iter().any(|entry| {
-            entry
-                .split_once('.')
-                .is_some_and(|(m, f)| m == module && (f == "*" || f == function))
-        })
-    }
-}
-
-/// Trusted native modules: where they are and how calls into them are bounded.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct NativeConfig {
-    /// The modules folder: `<name>/module.json` plus the library.
-    pub modules_dir: PathBuf,
-    /// Native calls running at once (each on its own blocking thread).
-    pub max_concurrent_calls: usize,
-    /// The longest a caller waits for a native call (a guest's call also within its deadline).
-    pub call_timeout_ms: u64,
-}
-
-impl Default for NativeConfig {
-    fn default() -> Self {
-        Self {
-            modules_dir: Path::new(SOURCE_ROOT).join("modules"),
-            max_concurrent_calls: 4,
-            call_timeout_ms: 10_000,
-        }
-    }
-}
-
-/// Connection-level limits: what a client gets before any tenant is known.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpLimits {
-    /// A client must send its whole request head within this time (slow-header defence).
-    pub header_read_timeout_ms: u64,
-    /// A client must send its whole body within this time.
-    pub body_read_timeout_ms: u64,
-    /// Largest request head (request line and headers); past it 431.
-    pub max_header_bytes: usize,
-    /// Most headers in one request; past it 431.
-    pub max_headers: usize,
-    /// Open connections; past it new ones wait in the kernel's backlog.
-    pub max_connections: usize,
-    /// Open connections from one client address (an IPv6 /64 counts as one); past it new
-    /// ones from that address are closed at once.
-    pub max_connections_per_ip: usize,
-    /// Failed key checks per client address per minute; past it every key it sends is
-    /// refused with 429 until the minute is over.
-    pub auth_failures_per_minute: u32,
-}
-
-impl Default for HttpLimits {
-    fn default() -> Self {
-        Self {
-            header_read_timeout_ms: 10_000,
-            body_read_timeout_ms: 30_000,
-            max_header_bytes: 16 << 10,
-            max_headers: 64,
-            max_connections: 1024,
-            max_connections_per_ip: 64,
-            auth_failures_per_minute: 10,
-        }
-    }
-}
-
-/// What one tenant may consume. The server-wide `max_tools`, `max_concurrent_calls` and
-/// `max_body_bytes` still apply on top.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Quotas {
-    pub max_tools: usize,
-    /// Calls in flight (running or queued); past it 429 `too_many_calls`.
-    pub max_concurrent_calls: usize,
-    /// Sustained request rate; past it (and the burst) 429 `rate_limited`.
-    pub requests_per_second: u32,
-    pub burst: u32,
-    pub max_body_bytes: usize,
-    /// Disk bytes each tool's scratch folder (`/tmp` in the guest) may use; 0: no scratch.
-    pub scratch_bytes: u64,
-    /// Files and folders each tool's scratch folder may hold.
-    pub scratch_files: u64,
-    /// Files one instance may hold open at once.
-    pub max_open_files: u32,
-    /// `callAsync` jobs kept at once, running or finished; past it 429 `too_many_jobs`.
-    pub max_jobs: usize,
-    /// How long a finished job's result is kept.
-    pub job_ttl_s: u64,
-    /// Tasks running at once; past it 429 `too_many_tasks`.
-    pub max_running_tasks: usize,
-    /// Tasks kept in the task store, finished ones included; past it 429 `too_many_tasks`.
-    pub max_tasks: usize,
-    /// Bytes of step results the tenant's kept tasks may hold; past it new tasks and resumes
-    /// get 429 `too_many_tasks` until finished ones are deleted.
-    pub task_store_bytes: u64,
-    /// Bytes of installed packages (all the tenant's environments together); past it
-    /// `installPackage` gets 507 `quota_exceeded`.
-    pub packages_bytes: u64,
-}
-
-impl Default for Quotas {
-    fn default() -> Self {
-        Self {
-            max_tools: 16,
-            max_concurrent_calls: 32,
-            requests_per_second: 1000,
-            burst: 2000,
-            max_body_bytes: 1 << 20,
-            scratch_bytes: 64 << 20,
-            scratch_files: 1000,
-            max_open_files: 64,
-            max_jobs: 256,
-            job_ttl_s: 600,
-            max_running_tasks: 8,
-            max_tasks: 10_000,
-            task_store_bytes: 256 << 20,
-            packages_bytes: 256 << 20,
-        }
-    }
-}
-
-/// `admin` may use administrative routes; `tenant` only its own tools.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Admin,
-    Tenant,
-}
-
-fn tenant_role() -> Role {
-    Role::Tenant
-}
-
-/// One declared tenant.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TenantConfig {
-    /// 1-32 of `a-z 0-9 _ -`; it names folders and appears in logs.
-    pub id: String,
-    #[serde(default = "tenant_role")]
-    pub role: Role,
-    /// SHA-256 (hex) of each key the tenant may use; keys themselves are never stored.
-    pub api_key_sha256: Vec<String>,
-    /// The tenant's scripts, mounted read-only in its instances.
-    pub scripts_dir: PathBuf,
-    #[serde(default)]
-    pub quotas: Quotas,
-    /// This tenant's maxima; absent: the server's `[limits]`.
-    #[serde(default)]
-    pub limits: Option<Limits>,
-    /// What a load gets when it asks for nothing (each at most the maxima).
-    #[serde(default)]
-    pub default_limits: LimitOverrides,
-    /// What the tenant's tools may reach beyond their sandbox.
-    #[serde(default)]
-    pub policy: Policy,
-}
-
-/// The id of the keyless tenant served when none are declared.
-pub const LOCAL_TENANT: &str = "local";
-
-/// Checks a tenant id: 1-32 characters of `a-z 0-9 _ -`.
-pub fn valid_tenant_id(id: &str) -> bool {
-    (1..=32).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-}
-
-/// Parses a key hash: exactly 64 hex digits.
-pub fn parse_key_hash(hex_digest: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(hex_digest.trim(), &mut out).ok()?;
-    Some(out)
 }
 
 impl Default for Config {
@@ -446,7 +215,7 @@ impl Config {
         if self.start.fuel == 0 || self.start.deadline_ms == 0 {
             bail!("config [start]: fuel and deadline_ms must be above 0");
         }
-        if self.start.deadline_ms > crate::sandbox::limits::MAX_DEADLINE_MS {
+        if self.start.deadline_ms > crate::limits::MAX_DEADLINE_MS {
             bail!("config [start]: deadline_ms may be at most one day");
         }
         if self.max_tools == 0 || self.queue_depth == 0 || self.max_concurrent_calls == 0 {
@@ -472,7 +241,7 @@ impl Config {
         if self.native.max_concurrent_calls == 0
             || self.native.max_concurrent_calls > 256
             || self.native.call_timeout_ms == 0
-            || self.native.call_timeout_ms > crate::sandbox::limits::MAX_DEADLINE_MS
+            || self.native.call_timeout_ms > crate::limits::MAX_DEADLINE_MS
         {
             bail!(
                 "config [native]: max_concurrent_calls must be 1-256 and call_timeout_ms between 1 and a day"
@@ -577,31 +346,6 @@ impl Config {
     pub fn stdlib_dir(&self) -> PathBuf {
         self.artifacts_dir.join("lib")
     }
-}
-
-fn validate_quotas(q: &Quotas) -> anyhow::Result<()> {
-    if q.max_tools == 0 || q.max_concurrent_calls == 0 {
-        bail!("max_tools and max_concurrent_calls must be above 0");
-    }
-    if q.requests_per_second == 0 || q.burst == 0 {
-        bail!("requests_per_second and burst must be above 0");
-    }
-    if q.max_body_bytes < 1024 {
-        bail!("max_body_bytes must be at least 1024");
-    }
-    if q.scratch_bytes > 0 && q.scratch_files == 0 {
-        bail!("scratch_files must be above 0 when scratch_bytes is");
-    }
-    if q.max_jobs == 0 || q.job_ttl_s == 0 {
-        bail!("max_jobs and job_ttl_s must be above 0");
-    }
-    if q.max_running_tasks == 0 || q.max_tasks == 0 {
-        bail!("max_running_tasks and max_tasks must be above 0");
-    }
-    if !(16..=4096).contains(&q.max_open_files) {
-        bail!("max_open_files must be between 16 and 4096");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The limits one sandboxed instance runs under.
+//! The limits one sandboxed instance runs under: plain, validated data (the configuration
+//! reads them, the sandbox enforces them, a load lowers them).
 
 use std::time::Duration;
 

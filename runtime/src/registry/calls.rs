@@ -1,0 +1,235 @@
+//! Running work in an owner's tools: calls (through the result cache), other ops, task
+//! steps (cancelled when dropped), the session interpreter, fresh sandboxes, and the
+//! maintenance jobs (memory, eviction).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde_json::value::RawValue;
+use tokio::sync::oneshot;
+
+use super::job::{CancelOnDrop, Job};
+use super::{CallReport, Mode, Registry, RegistryError, SESSION_ALIAS, cache, host, lock, scripts};
+use crate::names::{check_function, check_script};
+use crate::protocol::Op;
+use crate::sandbox::{Outcome, RunOptions};
+
+impl Registry {
+    /// Calls `function(*args, **kwargs)` in the tool loaded as `alias`.
+    pub async fn call(
+        &self,
+        alias: &str,
+        function: &str,
+        args: Box<RawValue>,
+        kwargs: Box<RawValue>,
+    ) -> Result<CallReport, RegistryError> {
+        check_function(function)?;
+        if self.cache.enabled() {
+            let tool = self.get(alias)?;
+            let script = *lock(&tool.script_hash);
+            let key = cache::key(alias, tool.stats.load_id, function, &args, &kwargs, &script);
+            if let Some(hit) = self.cache.get(&key) {
+                return Ok(CallReport {
+                    outcome: Outcome::Answered {
+                        result: Some(hit.result),
+                        error: None,
+                        stdout: hit.stdout,
+                        stderr: hit.stderr,
+                        fuel_used: 0,
+                        elapsed: std::time::Duration::ZERO,
+                        memory_capped: false,
+                        debug: None,
+                    },
+                    state_reset: false,
+                    cached: true,
+                });
+            }
+        }
+        self.run(
+            alias,
+            Op::Call {
+                function: function.to_owned(),
+                args,
+                kwargs,
+            },
+        )
+        .await
+    }
+
+    /// Runs `op` in the tool loaded as `alias`, under its call limits and this owner's call
+    /// quotas. Names inside `op` must have been checked by the caller.
+    pub async fn run(&self, alias: &str, op: Op) -> Result<CallReport, RegistryError> {
+        self.run_job(alias, op, None, None).await
+    }
+
+    /// As [`Registry::run`], without counting it in the tool's `calls`: for the server's own
+    /// checks (a tool's requirements at load), which a client did not ask for.
+    pub async fn run_uncounted(
+        &self,
+        alias: &str,
+        op: Op,
+        within: Option<std::time::Duration>,
+    ) -> Result<CallReport, RegistryError> {
+        self.submit_run(alias, op, None, within, false).await
+    }
+
+    /// As [`Registry::run`]; a message on `cancel` stops the guest mid-call (the instance is
+    /// replaced and the call answered [`Fault::Cancelled`]). Dropping the sender does not
+    /// cancel.
+    pub async fn run_cancellable(
+        &self,
+        alias: &str,
+        op: Op,
+        cancel: Option<oneshot::Receiver<()>>,
+    ) -> Result<CallReport, RegistryError> {
+        self.run_job(alias, op, cancel, None).await
+    }
+
+    /// Runs `op` in `alias` for a task step, the deadline lowered to `within`. Dropping the
+    /// future before it is answered stops the guest (the instance is replaced) or, if the job
+    /// still waits in the queue, skips it.
+    pub async fn run_step(
+        &self,
+        alias: &str,
+        op: Op,
+        within: Option<std::time::Duration>,
+    ) -> Result<CallReport, RegistryError> {
+        let (cancel, cancelled) = oneshot::channel();
+        let mut guard = CancelOnDrop(Some(cancel));
+        let answer = self.run_job(alias, op, Some(cancelled), within).await;
+        guard.disarm();
+        answer
+    }
+
+    /// Runs `op` in the owner's session interpreter (an empty namespace that keeps what is
+    /// defined in it), started on first use under the owner's default limits; `within`
+    /// lowers the deadline for this request. It takes one of the owner's tool slots, is not
+    /// listed, and is evicted like any idle tool.
+    pub async fn run_session(
+        self: &Arc<Self>,
+        op: Op,
+        within: Option<std::time::Duration>,
+    ) -> Result<CallReport, RegistryError> {
+        if self.get(SESSION_ALIAS).is_err() {
+            let limits = self.settings.limits.lowered(&self.settings.defaults)?;
+            match self
+                .start_tool(
+                    crate::protocol::SCRATCH_MODULE,
+                    SESSION_ALIAS,
+                    limits,
+                    Mode::Persistent,
+                )
+                .await
+            {
+                // started meanwhile by a concurrent request: use it once it is ready
+                Ok(_) | Err(RegistryError::AliasExists) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        self.run_job(SESSION_ALIAS, op, None, within)
+            .await
+            .map_err(|err| match err {
+                RegistryError::NotFound => RegistryError::Busy,
+                other => other,
+            })
+    }
+
+    async fn run_job(
+        &self,
+        alias: &str,
+        op: Op,
+        cancel: Option<oneshot::Receiver<()>>,
+        within: Option<std::time::Duration>,
+    ) -> Result<CallReport, RegistryError> {
+        self.submit_run(alias, op, cancel, within, true).await
+    }
+
+    /// Queues `op` for `alias` under this owner's call quotas and waits for its report.
+    async fn submit_run(
+        &self,
+        alias: &str,
+        op: Op,
+        cancel: Option<oneshot::Receiver<()>>,
+        within: Option<std::time::Duration>,
+        counted: bool,
+    ) -> Result<CallReport, RegistryError> {
+        let tool = self.get(alias)?;
+        let permits = self.admit_call()?;
+        let (reply, answer) = oneshot::channel();
+        tool.submit(Job::Run {
+            op,
+            reply,
+            permits,
+            cancel,
+            chain: Vec::new(),
+            within,
+            counted,
+        })?;
+        answer.await.map_err(|_| RegistryError::Unloaded)?
+    }
+
+    /// The linear memory of `alias`'s instance in bytes (`None` while it has none).
+    pub async fn linear_memory(&self, alias: &str) -> Result<Option<usize>, RegistryError> {
+        let tool = self.get(alias)?;
+        let (reply, answer) = oneshot::channel();
+        tool.submit(Job::LinearMemory { reply })?;
+        answer.await.map_err(|_| RegistryError::Unloaded)
+    }
+
+    /// Drops the instances of tools idle for at least `idle_for`; each restarts on its next
+    /// call (state reset, live objects lost). Returns the aliases evicted.
+    pub async fn evict_idle(&self, idle_for: std::time::Duration) -> Vec<String> {
+        let tools = self.ready_tools();
+        let mut evicted = Vec::new();
+        for tool in tools {
+            let (reply, answer) = oneshot::channel();
+            if tool.submit(Job::Evict { idle_for, reply }).is_ok() && answer.await.unwrap_or(false)
+            {
+                self.cache.invalidate(&tool.alias);
+                evicted.push(tool.alias.clone());
+            }
+        }
+        evicted.sort();
+        evicted
+    }
+
+    /// Runs `op` in a fresh sandbox, under this owner's default limits (the deadline lowered
+    /// to `within` if given) and call quotas, without a scratch folder; the instance is
+    /// dropped afterwards. `module` is a checked script name, or
+    /// [`SCRATCH_MODULE`](crate::protocol::SCRATCH_MODULE) for an empty namespace.
+    pub async fn run_fresh(
+        self: &Arc<Self>,
+        module: &str,
+        op: Op,
+        within: Option<std::time::Duration>,
+    ) -> Result<CallReport, RegistryError> {
+        if module != crate::protocol::SCRATCH_MODULE {
+            check_script(module)?;
+            if !scripts::script_exists(&self.settings.scripts, module) {
+                return Err(RegistryError::ScriptNotFound);
+            }
+        }
+        let _permits = self.admit_call()?;
+        self.fresh_runs.fetch_add(1, Ordering::Relaxed);
+        let limits = self.settings.limits.lowered(&self.settings.defaults)?;
+        let mounts = self.tool_mounts(None);
+        let mut instance = self.sandbox.spawn(module, &limits, &mounts).await?;
+        let registry = Arc::downgrade(self);
+        let host = host::JobHost {
+            registry: &registry,
+            outer: Vec::new(),
+            own: None,
+        };
+        let options = RunOptions {
+            host: &host,
+            within,
+            debug: None,
+        };
+        let outcome = instance.run_opts(&op, &options).await;
+        Ok(CallReport {
+            outcome,
+            state_reset: false,
+            cached: false,
+        })
+    }
+}
