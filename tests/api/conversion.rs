@@ -1,5 +1,5 @@
-//! The conversion table (README), both ways: values made in Python as JSON, and JSON as the
-//! Python values a function receives, for every JSON type and the tagged ones.
+//! The conversion table (`docs/api.md`), both ways: values made in Python as JSON, and JSON
+//! as the Python values a function receives, for every JSON type and the tagged ones.
 
 use reqwest::StatusCode;
 use scriptbox_tests::{TestServer, code};

@@ -1,7 +1,8 @@
-//! `GET /openapi.json` and `GET /docs` against the README's API reference: every route of
-//! the README is in the document with its method and every path of the document is in the
-//! README, so neither can drift from the other (and the document's paths are the router's,
-//! since the router is built from the same annotations).
+//! `GET /openapi.json` and `GET /docs` against the written API reference: every route of
+//! `docs/api.md` is in the document with its method and every path of the document is in
+//! `docs/api.md`, so neither can drift from the other (and the document's paths are the
+//! router's, since the router is built from the same annotations); the document's error codes
+//! are those of `docs/errors.md`.
 
 use std::collections::BTreeSet;
 
@@ -18,9 +19,16 @@ const OPTIONAL_BODY: [&str; 2] = [
     "/python/configurePerformance",
 ];
 
-fn readme() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("README.md")
+/// `docs/api.md`: the API reference, with the route table.
+fn api_doc() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.md"))
+        .expect("docs/api.md")
+}
+
+/// `docs/errors.md`: the error codes table.
+fn errors_doc() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/errors.md"))
+        .expect("docs/errors.md")
 }
 
 /// The `code` spans of a table cell.
@@ -28,19 +36,19 @@ fn spans(cell: &str) -> Vec<&str> {
     cell.split('`').skip(1).step_by(2).collect()
 }
 
-/// A route of the README's API reference table, with its "body" cell.
-struct ReadmeRoute {
+/// A route of the route table of `docs/api.md`, with its "body" cell.
+struct DocRoute {
     method: String,
     path: String,
     body: String,
 }
 
-/// Every route of the README's API reference table: rows beginning with "| `GET /...",
+/// Every route of the route table of `docs/api.md`: rows beginning with "| `GET /...",
 /// "| `POST /..." or "| `DELETE /..."; a row may name a second route by its last segment
 /// ("`POST /python/installPackage`, `uninstallPackage`").
-fn readme_routes(readme: &str) -> Vec<ReadmeRoute> {
+fn doc_routes(doc: &str) -> Vec<DocRoute> {
     let mut routes = Vec::new();
-    for line in readme.lines() {
+    for line in doc.lines() {
         let Some(rest) = line.strip_prefix("| `") else {
             continue;
         };
@@ -55,7 +63,7 @@ fn readme_routes(readme: &str) -> Vec<ReadmeRoute> {
         let names = spans(route);
         let (method, path) = names[0].split_once(' ').expect("`METHOD /path`");
         let mut push = |path: String| {
-            routes.push(ReadmeRoute {
+            routes.push(DocRoute {
                 method: method.to_lowercase(),
                 path,
                 body: body.to_owned(),
@@ -70,15 +78,22 @@ fn readme_routes(readme: &str) -> Vec<ReadmeRoute> {
     routes
 }
 
-/// Every code of the README's "Error codes" table (a row may name two: "`a` / `b`").
-fn readme_error_codes(readme: &str) -> BTreeSet<String> {
-    let section = readme
-        .split("### Error codes")
-        .nth(1)
-        .expect("an Error codes section");
-    let table = section.split("\n#").next().unwrap_or_default();
-    table
+/// Every code of the table of `docs/errors.md`'s "Error codes" section, from its heading
+/// (a line starting with `#` that names "Error codes", at any level) to the next heading
+/// (a row may name two codes: "`a` / `b`").
+fn doc_error_codes(doc: &str) -> BTreeSet<String> {
+    let section: Vec<&str> = doc
         .lines()
+        .skip_while(|line| !(line.starts_with('#') && line.contains("Error codes")))
+        .skip(1)
+        .take_while(|line| !line.starts_with('#'))
+        .collect();
+    assert!(
+        !section.is_empty(),
+        "docs/errors.md: no Error codes section"
+    );
+    section
+        .into_iter()
         .filter(|line| line.starts_with("| `"))
         .flat_map(|line| spans(line.split('|').nth(1).unwrap_or_default()))
         .map(str::to_owned)
@@ -118,7 +133,7 @@ fn all_refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_document_covers_every_route_of_the_readme_and_no_other() {
+async fn the_document_covers_every_route_of_the_api_reference_and_no_other() {
     let server = TestServer::start().await;
     let (status, doc) = server.get("/openapi.json").await;
     assert_eq!(status, StatusCode::OK, "{doc}");
@@ -128,9 +143,11 @@ async fn the_document_covers_every_route_of_the_readme_and_no_other() {
         doc["openapi"]
     );
 
-    let readme = readme();
-    let routes = readme_routes(&readme);
-    assert!(routes.len() > 40, "the README table was not found");
+    let routes = doc_routes(&api_doc());
+    assert!(
+        routes.len() > 40,
+        "the route table of docs/api.md was not found"
+    );
     let documented: BTreeSet<(String, String)> = operations(&doc)
         .into_iter()
         .map(|(method, path, _)| (method, path))
@@ -142,16 +159,16 @@ async fn the_document_covers_every_route_of_the_readme_and_no_other() {
     let missing: Vec<_> = listed.difference(&documented).collect();
     assert!(
         missing.is_empty(),
-        "README routes missing from the document: {missing:?}"
+        "docs/api.md routes missing from the document: {missing:?}"
     );
     let unlisted: Vec<_> = documented.difference(&listed).collect();
     assert!(
         unlisted.is_empty(),
-        "document routes missing from the README: {unlisted:?}"
+        "document routes missing from docs/api.md: {unlisted:?}"
     );
 
     // Request bodies: every POST that takes one documents it; an optional one
-    // (`OptionalJsonBody`) is not required; a route whose README body is "–" (none, or
+    // (`OptionalJsonBody`) is not required; a route whose body in docs/api.md is "–" (none, or
     // ignored) documents none.
     for route in routes.iter().filter(|r| r.method == "post") {
         let body = &doc["paths"][&route.path]["post"]["requestBody"];
@@ -210,14 +227,18 @@ async fn the_document_covers_every_route_of_the_readme_and_no_other() {
         );
     }
 
-    // The error code enum is the README's error codes table.
+    // The error code enum is the table of docs/errors.md.
     let codes: BTreeSet<String> = doc["components"]["schemas"]["ErrorCode"]["enum"]
         .as_array()
         .expect("ErrorCode enum")
         .iter()
         .filter_map(|c| c.as_str().map(str::to_owned))
         .collect();
-    assert_eq!(codes, readme_error_codes(&readme));
+    assert_eq!(
+        codes,
+        doc_error_codes(&errors_doc()),
+        "the codes of docs/errors.md"
+    );
     let envelope = &doc["components"]["schemas"]["ErrorEnvelope"];
     assert_eq!(
         envelope["properties"]["error"]["$ref"], "#/components/schemas/ErrorBody",
