@@ -39,6 +39,8 @@ impl Drop for Running {
     }
 }
 
+mod layout;
+mod one_build;
 mod tasks_crash;
 
 /// Starts the binary and returns it with the address it logged.
