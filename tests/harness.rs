@@ -206,7 +206,9 @@ impl TestServer {
         let mut config = test_config(dir.path());
         adjust(&mut config, dir.path());
         let engine = tokio::task::spawn_blocking(engine).await.expect("engine");
-        let server = Server::with_kinds(&config, engine, kinds).expect("server");
+        let server = Server::with_kinds(&config, engine, kinds)
+            .await
+            .expect("server");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

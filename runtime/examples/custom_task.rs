@@ -80,7 +80,7 @@ pub fn kinds_with_sum() -> Kinds {
 async fn main() -> anyhow::Result<()> {
     let config = Config::default();
     let engine = load_engine(&config).await?;
-    let server = Server::with_kinds(&config, engine, kinds_with_sum())?;
+    let server = Server::with_kinds(&config, engine, kinds_with_sum()).await?;
     let listener = tokio::net::TcpListener::bind((config.bind, config.port)).await?;
     println!(
         "serving on {} with the extra step kind \"sum\"",

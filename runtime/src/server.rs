@@ -27,6 +27,7 @@ use crate::http::{self, AppState};
 use crate::native::NativeModules;
 use crate::registry::Shared;
 use crate::sandbox::{Mounts, Sandbox};
+use crate::store::Store;
 use crate::tenants::{Tenants, address_key};
 use crate::{artifacts, guest};
 
@@ -34,7 +35,7 @@ use crate::{artifacts, guest};
 #[derive(Clone)]
 pub struct Server {
     pub tenants: Arc<Tenants>,
-    /// Every tenant's tasks (the store in `<data_dir>/tasks.db`).
+    /// Every tenant's tasks (in the store).
     pub tasks: Arc<crate::tasks::Service>,
     pub max_body_bytes: usize,
     pub http: HttpLimits,
@@ -56,22 +57,23 @@ impl Server {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         config.validate()?;
         let engine = load_engine(config).await?;
-        Self::with_engine(config, engine)
+        Self::with_engine(config, engine).await
     }
 
     /// As [`Server::build`], with an engine already loaded (tests share one).
-    pub fn with_engine(config: &Config, engine: Engine) -> anyhow::Result<Self> {
-        Self::with_kinds(config, engine, crate::tasks::Kinds::builtin())
+    pub async fn with_engine(config: &Config, engine: Engine) -> anyhow::Result<Self> {
+        Self::with_kinds(config, engine, crate::tasks::Kinds::builtin()).await
     }
 
     /// As [`Server::with_engine`], with the task step kinds to offer (the built-in ones
     /// plus a library user's own, see `runtime/examples/custom_task.rs`).
-    pub fn with_kinds(
+    pub async fn with_kinds(
         config: &Config,
         engine: Engine,
         kinds: crate::tasks::Kinds,
     ) -> anyhow::Result<Self> {
         config.validate()?;
+        let store = Store::open(&Store::in_data_dir(&config.data_dir)).await?;
         let driver = guest::install_driver(&config.data_dir)?;
         reset_scratch(&config.data_dir.join("scratch"))?;
         let mounts = Mounts {
@@ -92,7 +94,7 @@ impl Server {
             call_timeout: Duration::from_millis(config.native.call_timeout_ms),
         });
         let tenants = Tenants::build(config, &sandbox, &shared, &native)?;
-        let tasks = crate::tasks::Service::open(&config.data_dir, kinds)?;
+        let tasks = crate::tasks::Service::open(store.clone(), kinds).await?;
         Ok(Self {
             tenants: Arc::new(tenants),
             tasks,

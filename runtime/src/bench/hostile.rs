@@ -87,7 +87,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         ..Config::default()
     };
     let engine = crate::server::load_engine(&config).await?;
-    let server = Server::with_engine(&config, engine)?;
+    let server = Server::with_engine(&config, engine).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

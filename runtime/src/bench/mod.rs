@@ -177,7 +177,7 @@ async fn over_http(
     engine: Engine,
     args: &BenchArgs,
 ) -> anyhow::Result<(Measured, Measured, Measured)> {
-    let server = Server::with_engine(config, engine)?;
+    let server = Server::with_engine(config, engine).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

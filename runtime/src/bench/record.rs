@@ -87,7 +87,7 @@ fn verdict(value: f64, goal: f64, unit: &str) -> String {
 /// A registry of the local tenant of a server built on `engine` (its driver precompiled, as
 /// a running server has it).
 async fn registry(config: &Config, engine: Engine) -> anyhow::Result<(Server, Arc<Registry>)> {
-    let server = Server::with_engine(config, engine)?;
+    let server = Server::with_engine(config, engine).await?;
     crate::guest::precompile_driver(&server.sandbox, &server.cache_dir).await;
     if config.images {
         server
@@ -468,7 +468,7 @@ pub async fn start_to_first_call(config: &Config, rows: &mut Vec<Row>) -> anyhow
     let started = Instant::now();
     let engine = crate::server::load_engine(config).await?;
     let engine_loaded = started.elapsed();
-    let server = Server::with_engine(config, engine)?;
+    let server = Server::with_engine(config, engine).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

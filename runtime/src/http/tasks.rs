@@ -73,6 +73,7 @@ pub async fn submit(
 ) -> Result<DataWith<Submitted>, ApiError> {
     let task_id = tasks
         .submit(&tenant.task_owner(), body.get())
+        .await
         .map_err(task_error)?;
     Ok(DataWith(
         StatusCode::ACCEPTED,
@@ -181,6 +182,7 @@ pub async fn list(
     };
     let (page, next) = tasks
         .list(&tenant.id, query.status.as_deref(), limit, cursor)
+        .await
         .map_err(task_error)?;
     Ok(Success(Page {
         tasks: page,
@@ -228,7 +230,7 @@ pub async fn delete(
     match tasks.cancel(&tenant.id, &id).await {
         Ok(record) => Ok(Success(Removed::Cancelled(record))),
         Err(TaskError::Finished(_)) => {
-            tasks.delete(&tenant.id, &id).map_err(task_error)?;
+            tasks.delete(&tenant.id, &id).await.map_err(task_error)?;
             Ok(Success(Removed::Deleted {
                 task_id: id,
                 deleted: true,
@@ -397,6 +399,7 @@ pub async fn active(
 ) -> Result<Success<Active>, ApiError> {
     tasks
         .active(&tenant.id)
+        .await
         .map(|tasks| Success(Active { tasks }))
         .map_err(task_error)
 }

@@ -1,60 +1,18 @@
-//! Durable task history in SQLite (`<data_dir>/tasks.db`, WAL).
+//! Durable task history: tasks, their steps and every state change.
 //!
 //! Every state change of a task or a step is one transaction: the current state in `tasks` /
-//! `steps`, and a row in `history` with its time, attempt and result or error. WAL with
-//! `synchronous = NORMAL` does not sync on each commit: a crashed or killed process loses
-//! nothing (the pages are the kernel's), a power loss may lose the last commits.
+//! `steps`, and a row in `history` with its time, attempt and result or error.
 //!
 //! At open, tasks that were pending or running belong to a process that is gone: they and
 //! their steps in flight (running or waiting to retry) are marked `interrupted`; steps that
-//! never started stay `pending` (see [`Store::recover`]).
+//! never started stay `pending` (see [`Store::recover_tasks`]).
 
-use std::path::Path;
-use std::sync::Mutex;
-
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::value::RawValue;
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
 
-const SCHEMA: &str = "
-PRAGMA journal_mode = WAL;
-PRAGMA synchronous = NORMAL;
-CREATE TABLE IF NOT EXISTS tasks (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    owner TEXT NOT NULL,
-    name TEXT NOT NULL,
-    spec TEXT NOT NULL,
-    status TEXT NOT NULL,
-    error TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS tasks_by_owner ON tasks (owner, seq);
-CREATE TABLE IF NOT EXISTS steps (
-    task_id TEXT NOT NULL,
-    step_id TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    status TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    result TEXT,
-    error TEXT,
-    started_at REAL,
-    finished_at REAL,
-    PRIMARY KEY (task_id, step_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS history (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    task_id TEXT NOT NULL,
-    step_id TEXT,
-    status TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    at REAL NOT NULL,
-    error TEXT
-);
-CREATE INDEX IF NOT EXISTS history_by_task ON history (task_id, seq);
-";
+use super::{Store, now};
 
 /// Task states that are finished.
 pub const FINISHED: [&str; 5] = [
@@ -116,90 +74,73 @@ pub struct TaskRecord {
     pub spec: String,
 }
 
-/// Two connections: writes go through one, reads through the other, so (WAL) a large read
-/// never holds up the runners' state changes.
-pub struct Store {
-    db: Mutex<Connection>,
-    reader: Mutex<Connection>,
-}
-
-/// The current time in seconds since the epoch.
-pub fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 fn raw(text: Option<String>) -> Option<Box<RawValue>> {
     text.and_then(|t| RawValue::from_string(t).ok())
 }
 
+fn summary(row: &AnyRow) -> Result<TaskSummary, sqlx::Error> {
+    Ok(TaskSummary {
+        task_id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        status: row.try_get("status")?,
+        error: row.try_get("error")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn attempt(value: i64) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
+}
+
 impl Store {
-    /// Opens (creating) the database at `path`.
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let db = Connection::open(path)?;
-        db.busy_timeout(std::time::Duration::from_secs(5))?;
-        db.execute_batch(SCHEMA)?;
-        let reader = Connection::open(path)?;
-        reader.busy_timeout(std::time::Duration::from_secs(5))?;
-        Ok(Self {
-            db: Mutex::new(db),
-            reader: Mutex::new(reader),
-        })
-    }
-
-    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.db.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.reader.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Marks every task left pending or running (by a process that is gone) `interrupted`,
     /// with its unfinished steps. Returns how many tasks.
-    pub fn recover(&self) -> super::Result<usize> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
+    pub async fn recover_tasks(&self) -> super::Result<usize> {
+        let mut tx = self.write().begin().await?;
         let at = now();
-        let ids: Vec<String> = {
-            let mut q =
-                tx.prepare("SELECT id FROM tasks WHERE status IN ('pending', 'running')")?;
-            q.query_map([], |row| row.get(0))?
-                .collect::<rusqlite::Result<_>>()?
-        };
-        for id in &ids {
-            tx.execute(
-                "UPDATE tasks SET status = 'interrupted', updated_at = ?2 WHERE id = ?1",
-                params![id, at],
-            )?;
-            tx.execute(
+        let ids: Vec<(String,)> =
+            sqlx::query_as("SELECT id FROM tasks WHERE status IN ('pending', 'running')")
+                .fetch_all(&mut *tx)
+                .await?;
+        for (id,) in &ids {
+            sqlx::query("UPDATE tasks SET status = 'interrupted', updated_at = $2 WHERE id = $1")
+                .bind(id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
                 "INSERT INTO history (task_id, step_id, status, attempt, at, error)
-                 SELECT task_id, step_id, 'interrupted', attempts, ?2, NULL FROM steps
-                 WHERE task_id = ?1 AND status IN ('running', 'retrying')",
-                params![id, at],
-            )?;
-            tx.execute(
-                "UPDATE steps SET status = 'interrupted', finished_at = ?2
-                 WHERE task_id = ?1 AND status IN ('running', 'retrying')",
-                params![id, at],
-            )?;
-            tx.execute(
+                 SELECT task_id, step_id, 'interrupted', attempts, $2, NULL FROM steps
+                 WHERE task_id = $1 AND status IN ('running', 'retrying')",
+            )
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE steps SET status = 'interrupted', finished_at = $2
+                 WHERE task_id = $1 AND status IN ('running', 'retrying')",
+            )
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
                 "INSERT INTO history (task_id, status, attempt, at, error)
-                 VALUES (?1, 'interrupted', 0, ?2, 'the server stopped while the task ran')",
-                params![id, at],
-            )?;
+                 VALUES ($1, 'interrupted', 0, $2, 'the server stopped while the task ran')",
+            )
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
         }
-        tx.commit()?;
+        tx.commit().await?;
         Ok(ids.len())
     }
 
     /// Records a new task and its steps, all `pending`.
-    pub fn insert(
+    pub async fn insert_task(
         &self,
         id: &str,
         owner: &str,
@@ -207,48 +148,68 @@ impl Store {
         spec: &str,
         steps: &[(&str, &str)],
     ) -> super::Result<()> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
+        let mut tx = self.write().begin().await?;
         let at = now();
-        tx.execute(
+        sqlx::query(
             "INSERT INTO tasks (id, owner, name, spec, status, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5)",
-            params![id, owner, name, spec, at],
-        )?;
+             VALUES ($1, $2, $3, $4, 'pending', $5, $5)",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(name)
+        .bind(spec)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
         for (position, (step, kind)) in steps.iter().enumerate() {
-            tx.execute(
+            sqlx::query(
                 "INSERT INTO steps (task_id, step_id, position, kind, status)
-                 VALUES (?1, ?2, ?3, ?4, 'pending')",
-                params![id, step, position as i64, kind],
-            )?;
+                 VALUES ($1, $2, $3, $4, 'pending')",
+            )
+            .bind(id)
+            .bind(*step)
+            .bind(position as i64)
+            .bind(*kind)
+            .execute(&mut *tx)
+            .await?;
         }
-        tx.execute(
-            "INSERT INTO history (task_id, status, attempt, at) VALUES (?1, 'pending', 0, ?2)",
-            params![id, at],
-        )?;
-        tx.commit()?;
+        sqlx::query(
+            "INSERT INTO history (task_id, status, attempt, at) VALUES ($1, 'pending', 0, $2)",
+        )
+        .bind(id)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// A task's new state.
-    pub fn set_task(&self, id: &str, status: &str, error: Option<&str>) -> super::Result<()> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
+    pub async fn set_task(&self, id: &str, status: &str, error: Option<&str>) -> super::Result<()> {
+        let mut tx = self.write().begin().await?;
         let at = now();
-        tx.execute(
-            "UPDATE tasks SET status = ?2, error = ?3, updated_at = ?4 WHERE id = ?1",
-            params![id, status, error, at],
-        )?;
-        tx.execute(
-            "INSERT INTO history (task_id, status, attempt, at, error) VALUES (?1, ?2, 0, ?3, ?4)",
-            params![id, status, at, error],
-        )?;
-        tx.commit()?;
+        sqlx::query("UPDATE tasks SET status = $2, error = $3, updated_at = $4 WHERE id = $1")
+            .bind(id)
+            .bind(status)
+            .bind(error)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO history (task_id, status, attempt, at, error) VALUES ($1, $2, 0, $3, $4)",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(at)
+        .bind(error)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// A step's new state; `running` counts an attempt and sets its start.
-    pub fn set_step(
+    pub async fn set_step(
         &self,
         task: &str,
         step: &str,
@@ -257,96 +218,108 @@ impl Store {
         result: Option<&RawValue>,
         error: Option<&str>,
     ) -> super::Result<()> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
+        let mut tx = self.write().begin().await?;
         let at = now();
         if status == "running" {
-            tx.execute(
-                "UPDATE steps SET status = 'running', attempts = ?3, started_at = ?4,
-                 finished_at = NULL, error = NULL WHERE task_id = ?1 AND step_id = ?2",
-                params![task, step, attempt, at],
-            )?;
+            sqlx::query(
+                "UPDATE steps SET status = 'running', attempts = $3, started_at = $4,
+                 finished_at = NULL, error = NULL WHERE task_id = $1 AND step_id = $2",
+            )
+            .bind(task)
+            .bind(step)
+            .bind(i64::from(attempt))
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
         } else {
-            tx.execute(
-                "UPDATE steps SET status = ?3, result = ?4, error = ?5, finished_at = ?6
-                 WHERE task_id = ?1 AND step_id = ?2",
-                params![task, step, status, result.map(RawValue::get), error, at],
-            )?;
+            sqlx::query(
+                "UPDATE steps SET status = $3, result = $4, error = $5, finished_at = $6
+                 WHERE task_id = $1 AND step_id = $2",
+            )
+            .bind(task)
+            .bind(step)
+            .bind(status)
+            .bind(result.map(RawValue::get))
+            .bind(error)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
         }
-        tx.execute(
-            "UPDATE tasks SET updated_at = ?2 WHERE id = ?1",
-            params![task, at],
-        )?;
-        tx.execute(
+        sqlx::query("UPDATE tasks SET updated_at = $2 WHERE id = $1")
+            .bind(task)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
             "INSERT INTO history (task_id, step_id, status, attempt, at, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![task, step, status, attempt, at, error],
-        )?;
-        tx.commit()?;
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(task)
+        .bind(step)
+        .bind(status)
+        .bind(i64::from(attempt))
+        .bind(at)
+        .bind(error)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// The owner's task `id` with its steps and history.
-    pub fn get(&self, owner: &str, id: &str) -> super::Result<Option<TaskRecord>> {
-        let db = self.reader();
-        let found = db
-            .query_row(
-                "SELECT id, name, status, error, created_at, updated_at, spec FROM tasks
-                 WHERE id = ?1 AND owner = ?2",
-                params![id, owner],
-                |row| {
-                    Ok((
-                        TaskSummary {
-                            task_id: row.get(0)?,
-                            name: row.get(1)?,
-                            status: row.get(2)?,
-                            error: row.get(3)?,
-                            created_at: row.get(4)?,
-                            updated_at: row.get(5)?,
-                        },
-                        row.get::<_, String>(6)?,
-                    ))
-                },
-            )
-            .optional()?;
-        let Some((summary, spec)) = found else {
+    pub async fn task(&self, owner: &str, id: &str) -> super::Result<Option<TaskRecord>> {
+        let mut conn = self.read().acquire().await?;
+        let found = sqlx::query(
+            "SELECT id, name, status, error, created_at, updated_at, spec FROM tasks
+             WHERE id = $1 AND owner = $2",
+        )
+        .bind(id)
+        .bind(owner)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(row) = found else {
             return Ok(None);
         };
-        let steps = {
-            let mut q = db.prepare(
-                "SELECT step_id, kind, status, attempts, result, error, started_at, finished_at
-                 FROM steps WHERE task_id = ?1 ORDER BY position",
-            )?;
-            q.query_map(params![id], |row| {
-                Ok(StepState {
-                    id: row.get(0)?,
-                    kind: row.get(1)?,
-                    status: row.get(2)?,
-                    attempts: row.get(3)?,
-                    result: raw(row.get(4)?),
-                    error: row.get(5)?,
-                    started_at: row.get(6)?,
-                    finished_at: row.get(7)?,
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?
-        };
-        let history = {
-            let mut q = db.prepare(
-                "SELECT at, step_id, status, attempt, error FROM history
-                 WHERE task_id = ?1 ORDER BY seq",
-            )?;
-            q.query_map(params![id], |row| {
-                Ok(Change {
-                    at: row.get(0)?,
-                    step_id: row.get(1)?,
-                    status: row.get(2)?,
-                    attempt: row.get(3)?,
-                    error: row.get(4)?,
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?
-        };
+        let (summary, spec) = (summary(&row)?, row.try_get::<String, _>("spec")?);
+        let steps = sqlx::query(
+            "SELECT step_id, kind, status, attempts, result, error, started_at, finished_at
+             FROM steps WHERE task_id = $1 ORDER BY position",
+        )
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(StepState {
+                id: row.try_get("step_id")?,
+                kind: row.try_get("kind")?,
+                status: row.try_get("status")?,
+                attempts: attempt(row.try_get("attempts")?),
+                result: raw(row.try_get("result")?),
+                error: row.try_get("error")?,
+                started_at: row.try_get("started_at")?,
+                finished_at: row.try_get("finished_at")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let history = sqlx::query(
+            "SELECT at, step_id, status, attempt, error FROM history
+             WHERE task_id = $1 ORDER BY seq",
+        )
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(Change {
+                at: row.try_get("at")?,
+                step_id: row.try_get("step_id")?,
+                status: row.try_get("status")?,
+                attempt: attempt(row.try_get("attempt")?),
+                error: row.try_get("error")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
         Ok(Some(TaskRecord {
             summary,
             steps,
@@ -357,44 +330,30 @@ impl Store {
 
     /// The owner's tasks, newest first, `limit` at a time; `cursor` is the previous page's
     /// `next_cursor`. Returns the page and the cursor of the next one.
-    pub fn list(
+    pub async fn tasks(
         &self,
         owner: &str,
         status: Option<&str>,
         limit: usize,
         cursor: Option<i64>,
     ) -> super::Result<(Vec<TaskSummary>, Option<i64>)> {
-        let db = self.reader();
-        let mut q = db.prepare(
+        let rows = sqlx::query(
             "SELECT seq, id, name, status, error, created_at, updated_at FROM tasks
-             WHERE owner = ?1 AND (?2 IS NULL OR status = ?2) AND seq < ?3
-             ORDER BY seq DESC LIMIT ?4",
-        )?;
-        let rows = q
-            .query_map(
-                params![
-                    owner,
-                    status,
-                    cursor.unwrap_or(i64::MAX),
-                    (limit + 1) as i64
-                ],
-                |row| {
-                    Ok((
-                        row.get::<_, i64>(0)?,
-                        TaskSummary {
-                            task_id: row.get(1)?,
-                            name: row.get(2)?,
-                            status: row.get(3)?,
-                            error: row.get(4)?,
-                            created_at: row.get(5)?,
-                            updated_at: row.get(6)?,
-                        },
-                    ))
-                },
-            )?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        let more = rows.len() > limit;
-        let page: Vec<(i64, TaskSummary)> = rows.into_iter().take(limit).collect();
+             WHERE owner = $1 AND ($2 IS NULL OR status = $2) AND seq < $3
+             ORDER BY seq DESC LIMIT $4",
+        )
+        .bind(owner)
+        .bind(status)
+        .bind(cursor.unwrap_or(i64::MAX))
+        .bind((limit + 1) as i64)
+        .fetch_all(self.read())
+        .await?;
+        let mut page = rows
+            .iter()
+            .map(|row| Ok((row.try_get::<i64, _>("seq")?, summary(row)?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let more = page.len() > limit;
+        page.truncate(limit);
         let next = if more {
             page.last().map(|(seq, _)| *seq)
         } else {
@@ -404,37 +363,46 @@ impl Store {
     }
 
     /// How many tasks the owner has stored.
-    pub fn count(&self, owner: &str) -> super::Result<usize> {
-        Ok(self.reader().query_row(
-            "SELECT COUNT(*) FROM tasks WHERE owner = ?1",
-            params![owner],
-            |row| row.get::<_, i64>(0).map(|n| n as usize),
-        )?)
+    pub async fn task_count(&self, owner: &str) -> super::Result<usize> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tasks WHERE owner = $1")
+            .bind(owner)
+            .fetch_one(self.read())
+            .await?;
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     /// The bytes of step results the owner's tasks hold.
-    pub fn result_bytes(&self, owner: &str) -> super::Result<u64> {
-        Ok(self.reader().query_row(
-            "SELECT COALESCE(SUM(LENGTH(s.result)), 0) FROM steps s
-             JOIN tasks t ON s.task_id = t.id WHERE t.owner = ?1",
-            params![owner],
-            |row| row.get::<_, i64>(0).map(|n| n.max(0) as u64),
-        )?)
+    pub async fn task_result_bytes(&self, owner: &str) -> super::Result<u64> {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(LENGTH(s.result)), 0) AS BIGINT) FROM steps s
+             JOIN tasks t ON s.task_id = t.id WHERE t.owner = $1",
+        )
+        .bind(owner)
+        .fetch_one(self.read())
+        .await?;
+        Ok(super::count(n))
     }
 
     /// Deletes the owner's task and its history; whether it existed.
-    pub fn delete(&self, owner: &str, id: &str) -> super::Result<bool> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        let n = tx.execute(
-            "DELETE FROM tasks WHERE id = ?1 AND owner = ?2",
-            params![id, owner],
-        )?;
+    pub async fn delete_task(&self, owner: &str, id: &str) -> super::Result<bool> {
+        let mut tx = self.write().begin().await?;
+        let n = sqlx::query("DELETE FROM tasks WHERE id = $1 AND owner = $2")
+            .bind(id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         if n > 0 {
-            tx.execute("DELETE FROM steps WHERE task_id = ?1", params![id])?;
-            tx.execute("DELETE FROM history WHERE task_id = ?1", params![id])?;
+            sqlx::query("DELETE FROM steps WHERE task_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM history WHERE task_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
         }
-        tx.commit()?;
+        tx.commit().await?;
         Ok(n > 0)
     }
 }

@@ -16,14 +16,13 @@ pub mod runner;
 pub mod spec;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::store::tasks::Store;
+use crate::store::Store;
 pub use crate::store::tasks::{TaskRecord, TaskSummary};
 pub use kinds::{Kinds, StepContext, StepFuture, Task};
 use runner::{Done, RunContext};
@@ -76,7 +75,7 @@ struct Running {
 
 /// The server's tasks.
 pub struct Service {
-    store: Arc<Store>,
+    store: Store,
     kinds: Kinds,
     running: Mutex<HashMap<String, Running>>,
     generations: std::sync::atomic::AtomicU64,
@@ -101,11 +100,10 @@ impl Drop for Reservation<'_> {
 const CANCEL_WAIT: Duration = Duration::from_secs(10);
 
 impl Service {
-    /// Opens the store in `data_dir`, marking tasks a previous process left running as
+    /// The tasks of `store`, marking those a previous process left running as
     /// `interrupted`.
-    pub fn open(data_dir: &Path, kinds: Kinds) -> anyhow::Result<Arc<Self>> {
-        let store = Store::open(&data_dir.join("tasks.db"))?;
-        let interrupted = store.recover()?;
+    pub async fn open(store: Store, kinds: Kinds) -> anyhow::Result<Arc<Self>> {
+        let interrupted = store.recover_tasks().await?;
         if interrupted > 0 {
             tracing::warn!(
                 interrupted,
@@ -113,7 +111,7 @@ impl Service {
             );
         }
         Ok(Arc::new(Self {
-            store: Arc::new(store),
+            store,
             kinds,
             running: Mutex::new(HashMap::new()),
             generations: std::sync::atomic::AtomicU64::new(0),
@@ -159,8 +157,8 @@ impl Service {
     }
 
     /// Refuses new work while the owner's kept results are over its byte quota.
-    fn check_bytes(&self, owner: &Owner) -> Result<(), TaskError> {
-        if self.store.result_bytes(&owner.id)? >= owner.max_stored_bytes {
+    async fn check_bytes(&self, owner: &Owner) -> Result<(), TaskError> {
+        if self.store.task_result_bytes(&owner.id).await? >= owner.max_stored_bytes {
             return Err(TaskError::StoreFull(owner.max_stored_bytes));
         }
         Ok(())
@@ -175,12 +173,12 @@ impl Service {
     }
 
     /// Validates and starts a task (its JSON text); its id.
-    pub fn submit(self: &Arc<Self>, owner: &Owner, text: &str) -> Result<String, TaskError> {
+    pub async fn submit(self: &Arc<Self>, owner: &Owner, text: &str) -> Result<String, TaskError> {
         let spec = TaskSpec::parse(text, &self.kinds)?;
-        if self.store.count(&owner.id)? >= owner.max_stored {
+        if self.store.task_count(&owner.id).await? >= owner.max_stored {
             return Err(TaskError::TooManyStored(owner.max_stored));
         }
-        self.check_bytes(owner)?;
+        self.check_bytes(owner).await?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let reservation = self.reserve(owner, &id)?;
         let steps: Vec<(&str, &str)> = spec
@@ -189,7 +187,8 @@ impl Service {
             .map(|s| (s.id.as_str(), s.kind.as_str()))
             .collect();
         self.store
-            .insert(&id, &owner.id, &spec.name, text, &steps)?;
+            .insert_task(&id, &owner.id, &spec.name, text, &steps)
+            .await?;
         self.start(reservation, owner, spec, HashMap::new());
         Ok(id)
     }
@@ -207,7 +206,7 @@ impl Service {
         let generation = reservation.generation;
         let (cancel, cancelled) = oneshot::channel();
         let ctx = Arc::new(RunContext {
-            store: Arc::clone(&self.store),
+            store: self.store.clone(),
             kinds: self.kinds.clone(),
             registry: Arc::clone(&owner.registry),
         });
@@ -228,29 +227,25 @@ impl Service {
         }
     }
 
-    /// The owner's task with its steps and history (read on a blocking thread: it may be
-    /// large).
+    /// The owner's task with its steps and history (read on the store's read pool, so a
+    /// large one does not hold up state changes).
     pub async fn get(&self, owner: &str, id: &str) -> Result<TaskRecord, TaskError> {
-        let (store, owner, id) = (Arc::clone(&self.store), owner.to_owned(), id.to_owned());
-        tokio::task::spawn_blocking(move || store.get(&owner, &id))
-            .await
-            .map_err(|_| TaskError::Lost)??
-            .ok_or(TaskError::NotFound)
+        self.store.task(owner, id).await?.ok_or(TaskError::NotFound)
     }
 
     /// The owner's tasks, newest first.
-    pub fn list(
+    pub async fn list(
         &self,
         owner: &str,
         status: Option<&str>,
         limit: usize,
         cursor: Option<i64>,
     ) -> Result<(Vec<TaskSummary>, Option<i64>), TaskError> {
-        Ok(self.store.list(owner, status, limit, cursor)?)
+        Ok(self.store.tasks(owner, status, limit, cursor).await?)
     }
 
     /// The owner's running tasks.
-    pub fn active(&self, owner: &str) -> Result<Vec<TaskSummary>, TaskError> {
+    pub async fn active(&self, owner: &str) -> Result<Vec<TaskSummary>, TaskError> {
         let ids: Vec<String> = self
             .running()
             .iter()
@@ -259,7 +254,7 @@ impl Service {
             .collect();
         let mut tasks = Vec::new();
         for id in ids {
-            if let Some(record) = self.store.get(owner, &id)? {
+            if let Some(record) = self.store.task(owner, &id).await? {
                 tasks.push(record.summary);
             }
         }
@@ -292,11 +287,11 @@ impl Service {
 
     /// Deletes the owner's finished task and its history (a running one is refused: cancel
     /// it first).
-    pub fn delete(&self, owner: &str, id: &str) -> Result<(), TaskError> {
+    pub async fn delete(&self, owner: &str, id: &str) -> Result<(), TaskError> {
         if self.running().get(id).is_some_and(|r| r.owner == owner) {
             return Err(TaskError::NotResumable("running".into()));
         }
-        if self.store.delete(owner, id)? {
+        if self.store.delete_task(owner, id).await? {
             Ok(())
         } else {
             Err(TaskError::NotFound)
@@ -315,7 +310,7 @@ impl Service {
         if status == "succeeded" || status == "pending" || status == "running" {
             return Err(TaskError::NotResumable(status.to_owned()));
         }
-        self.check_bytes(owner)?;
+        self.check_bytes(owner).await?;
         let reservation = self.reserve(owner, id)?;
         let spec = TaskSpec::parse(&record.spec, &self.kinds)?;
         let mut done = HashMap::new();
@@ -325,10 +320,11 @@ impl Service {
                 done.insert(step.id.clone(), Done::Succeeded(result));
             } else {
                 self.store
-                    .set_step(id, &step.id, "pending", step.attempts, None, None)?;
+                    .set_step(id, &step.id, "pending", step.attempts, None, None)
+                    .await?;
             }
         }
-        self.store.set_task(id, "pending", None)?;
+        self.store.set_task(id, "pending", None).await?;
         self.start(reservation, owner, spec, done);
         self.get(&owner.id, id).await
     }

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::kinds::{Kinds, StepContext};
 use super::spec::{StepSpec, TaskSpec, Unresolved, resolve};
 use crate::registry::Registry;
-use crate::store::tasks::Store;
+use crate::store::Store;
 
 /// The largest step result kept; a larger one fails the step.
 pub const MAX_RESULT_BYTES: usize = 1 << 20;
@@ -39,13 +39,13 @@ pub enum Done {
 
 /// What the runner needs.
 pub struct RunContext {
-    pub store: Arc<Store>,
+    pub store: Store,
     pub kinds: Kinds,
     pub registry: Arc<Registry>,
 }
 
 impl RunContext {
-    fn record_step(
+    async fn record_step(
         &self,
         task: &str,
         step: &str,
@@ -57,13 +57,14 @@ impl RunContext {
         if let Err(err) = self
             .store
             .set_step(task, step, status, attempt, result, error)
+            .await
         {
             tracing::error!(task, step, cause = %err, "could not record a step's state");
         }
     }
 
-    fn record_task(&self, task: &str, status: &str, error: Option<&str>) {
-        if let Err(err) = self.store.set_task(task, status, error) {
+    async fn record_task(&self, task: &str, status: &str, error: Option<&str>) {
+        if let Err(err) = self.store.set_task(task, status, error).await {
             tracing::error!(task, cause = %err, "could not record a task's state");
         }
     }
@@ -85,7 +86,7 @@ pub async fn run(
     mut done: HashMap<String, Done>,
     mut cancel: oneshot::Receiver<()>,
 ) {
-    ctx.record_task(&id, "running", None);
+    ctx.record_task(&id, "running", None).await;
     let deadline = Instant::now() + Duration::from_millis(spec.timeout_ms);
     let mut pending: BTreeSet<String> = spec
         .steps
@@ -112,8 +113,9 @@ pub async fn run(
                 Err(error) => {
                     let (ctx, id, step) = (Arc::clone(&ctx), id.clone(), step.id.clone());
                     running.spawn(async move {
-                        ctx.record_step(&id, &step, "running", 1, None, None);
-                        ctx.record_step(&id, &step, "failed", 1, None, Some(&error));
+                        ctx.record_step(&id, &step, "running", 1, None, None).await;
+                        ctx.record_step(&id, &step, "failed", 1, None, Some(&error))
+                            .await;
                         (step, Err(error))
                     });
                     continue;
@@ -175,12 +177,13 @@ pub async fn run(
         ),
     };
     for step in &running_ids {
-        ctx.record_step(&id, step, step_status, 0, None, error);
+        ctx.record_step(&id, step, step_status, 0, None, error)
+            .await;
     }
     for step in &pending {
-        ctx.record_step(&id, step, "skipped", 0, None, None);
+        ctx.record_step(&id, step, "skipped", 0, None, None).await;
     }
-    ctx.record_task(&id, task_status, error);
+    ctx.record_task(&id, task_status, error).await;
 }
 
 /// The step's inputs from the results it depends on.
@@ -228,7 +231,8 @@ async fn attempts(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        ctx.record_step(&task, &step.id, "running", attempt, None, None);
+        ctx.record_step(&task, &step.id, "running", attempt, None, None)
+            .await;
         let left = deadline.saturating_duration_since(Instant::now());
         let within = step
             .timeout_ms
@@ -254,11 +258,13 @@ async fn attempts(
         });
         match outcome {
             Ok(result) => {
-                ctx.record_step(&task, &step.id, "succeeded", attempt, Some(&result), None);
+                ctx.record_step(&task, &step.id, "succeeded", attempt, Some(&result), None)
+                    .await;
                 return (step.id, Ok(result));
             }
             Err(error) if attempt <= step.retries => {
-                ctx.record_step(&task, &step.id, "retrying", attempt, None, Some(&error));
+                ctx.record_step(&task, &step.id, "retrying", attempt, None, Some(&error))
+                    .await;
                 let factor = 1u32 << (attempt - 1).min(16);
                 let wait = Duration::from_millis(step.retry_backoff_ms)
                     .saturating_mul(factor)
@@ -266,7 +272,8 @@ async fn attempts(
                 tokio::time::sleep(wait).await;
             }
             Err(error) => {
-                ctx.record_step(&task, &step.id, "failed", attempt, None, Some(&error));
+                ctx.record_step(&task, &step.id, "failed", attempt, None, Some(&error))
+                    .await;
                 return (step.id, Err(error));
             }
         }
