@@ -15,9 +15,24 @@ use tokio::sync::oneshot;
 static ENGINE: OnceLock<Engine> = OnceLock::new();
 static ENGINE_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// The server logs on stderr when `SCRIPTBOX_TEST_LOG` is set (an `EnvFilter`, such as
+/// `info` or `scriptbox=debug`), for a failing test's details.
+fn init_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("SCRIPTBOX_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
+    });
+}
+
 /// The shared engine; the first caller fetches the interpreter if needed and loads (or, once
 /// per machine, compiles) it and its images.
 pub fn engine() -> Engine {
+    init_log();
     if let Some(engine) = ENGINE.get() {
         return engine.clone();
     }
@@ -60,6 +75,7 @@ pub struct TestServer {
     api: Api,
     pub scripts_dir: PathBuf,
     pub data_dir: PathBuf,
+    config: Config,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -225,10 +241,36 @@ impl TestServer {
             },
             scripts_dir: config.scripts_dir.clone(),
             data_dir: config.data_dir.clone(),
+            config,
             shutdown: Some(tx),
             task: Some(task),
             _dir: dir,
         }
+    }
+
+    /// Stops this server and starts another on the same config and data folder (a restart:
+    /// what the store recorded comes back, what was in memory does not).
+    pub async fn restart(mut self) -> Self {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("join").expect("server run");
+        }
+        let engine = tokio::task::spawn_blocking(engine).await.expect("engine");
+        let server = Server::with_kinds(&self.config, engine, scriptbox::tasks::Kinds::builtin())
+            .await
+            .expect("server");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        self.api.base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = oneshot::channel::<()>();
+        self.task = Some(tokio::spawn(server.run(listener, async move {
+            let _ = rx.await;
+        })));
+        self.shutdown = Some(tx);
+        self
     }
 
     /// A client for this server sending `key` in X-API-Key.
@@ -298,6 +340,58 @@ impl Api {
         read(response).await
     }
 
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .request(reqwest::Method::DELETE, path)
+            .send()
+            .await
+            .expect("request");
+        read(response).await
+    }
+
+    /// `PUT /scripts/{name}` with `body` as `content_type` (none: no header).
+    pub async fn put_script(
+        &self,
+        name: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .request(reqwest::Method::PUT, &format!("/scripts/{name}"))
+            .body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        read(request.send().await.expect("request")).await
+    }
+
+    /// Uploads a module's source, asserting it was stored; returns its version.
+    pub async fn put_module(&self, name: &str, source: &str) -> String {
+        let (status, body) = self
+            .put_script(name, Some("text/x-python"), source.to_owned())
+            .await;
+        assert!(
+            status == StatusCode::CREATED || status == StatusCode::OK,
+            "PUT /scripts/{name}: {status} {body}"
+        );
+        body["data"]["version"]
+            .as_str()
+            .expect("version")
+            .to_owned()
+    }
+
+    /// GETs `path` and returns the status, headers and raw body.
+    pub async fn get_raw(&self, path: &str) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
+        let response = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("request");
+        let (status, headers) = (response.status(), response.headers().clone());
+        let bytes = response.bytes().await.expect("body").to_vec();
+        (status, headers, bytes)
+    }
+
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         let response = self
             .request(reqwest::Method::GET, path)
@@ -362,6 +456,14 @@ async fn read(response: reqwest::Response) -> (StatusCode, Value) {
     let text = response.text().await.expect("body");
     let value = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "raw": text }));
     (status, value)
+}
+
+/// The tool `alias` of a `GET /python/list` answer.
+pub fn listed_tool<'a>(list: &'a Value, alias: &str) -> &'a Value {
+    list["data"]["tools"]
+        .as_array()
+        .and_then(|tools| tools.iter().find(|t| t["alias"] == alias))
+        .unwrap_or_else(|| panic!("{alias} not listed: {list}"))
 }
 
 /// The error code of an error envelope.

@@ -20,7 +20,10 @@
 //!   instance (or an isolated pool); tool and call quotas; scratch folders; the result cache.
 //! * [`native`] — trusted native modules: manifests, load order, the loader and its table,
 //!   the C ABI (with the module cache, the only `unsafe`).
-//! * [`store`] — the durable records; the only module that holds SQL.
+//! * [`scripts`] — tenants' scripts (immutable versions in the store, checked by compiling
+//!   them in a sandbox, written out as files for the tools that run them) and the shared
+//!   scripts folder.
+//! * [`store`] — the durable records (SQLite or PostgreSQL); the only module that holds SQL.
 //! * [`guest`] — the embedded guest driver, installed for the sandbox and precompiled in it.
 //! * [`sandbox`] — one guest instance: WASI context (deny by default), mounts, the
 //!   file-system guard (scratch quotas, descriptors, no links), the door, typed outcomes,
@@ -49,6 +52,7 @@ pub mod packages;
 pub mod protocol;
 pub mod registry;
 pub mod sandbox;
+pub mod scripts;
 pub mod server;
 pub mod store;
 pub mod tasks;

@@ -97,6 +97,30 @@ pub fn check_variable(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// A guest path at or below one of `roots` (guest mount points such as `/scripts`), of
+/// safe characters and without `.`, `..` or empty segments, trailing slashes dropped: the
+/// path as it is then kept, or `None`.
+pub fn granted_guest_path(path: &str, roots: &[&str]) -> Option<String> {
+    let trimmed = path.trim_end_matches('/');
+    let safe = (1..=256).contains(&trimmed.len())
+        && trimmed
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/'));
+    let rest = trimmed.strip_prefix('/').filter(|_| safe)?;
+    let mut segments = rest.split('/');
+    let root = segments.next().unwrap_or_default();
+    if !roots
+        .iter()
+        .any(|mount| mount.trim_start_matches('/') == root)
+    {
+        return None;
+    }
+    if segments.any(|s| s.is_empty() || s == "." || s == "..") {
+        return None;
+    }
+    Some(trimmed.to_owned())
+}
+
 /// A native module's name: 1-64 of `[a-z0-9_]`, starting with a letter.
 pub fn is_native_module(name: &str) -> bool {
     (1..=64).contains(&name.len())

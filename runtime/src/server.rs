@@ -27,6 +27,7 @@ use crate::http::{self, AppState};
 use crate::native::NativeModules;
 use crate::registry::Shared;
 use crate::sandbox::{Mounts, Sandbox};
+use crate::scripts::Scripts;
 use crate::store::Store;
 use crate::tenants::{Tenants, address_key};
 use crate::{artifacts, guest};
@@ -45,6 +46,10 @@ pub struct Server {
     pub packages: Arc<crate::packages::Packages>,
     /// What every instance is built from (for the driver's bytecode at start).
     pub sandbox: Sandbox,
+    /// The tenants' scripts.
+    pub scripts: Scripts,
+    /// The durable store.
+    pub store: Store,
     /// Where the driver's bytecode is kept between servers.
     pub cache_dir: PathBuf,
     /// `python.wasm`, when the pre-initialised images are on (`images = true`).
@@ -74,6 +79,13 @@ impl Server {
     ) -> anyhow::Result<Self> {
         config.validate()?;
         let store = Store::open(&Store::in_data_dir(&config.data_dir)).await?;
+        let interrupted = store.interrupt_jobs(crate::store::now()).await?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "callAsync jobs left running by the previous process are marked interrupted"
+            );
+        }
         let driver = guest::install_driver(&config.data_dir)?;
         reset_scratch(&config.data_dir.join("scratch"))?;
         let mounts = Mounts {
@@ -93,7 +105,10 @@ impl Server {
             max_concurrent_calls: config.native.max_concurrent_calls,
             call_timeout: Duration::from_millis(config.native.call_timeout_ms),
         });
-        let tenants = Tenants::build(config, &sandbox, &shared, &native)?;
+        let scripts = Scripts::new(store.clone(), sandbox.clone(), &config.data_dir)
+            .context("preparing the scripts folder")?;
+        let tenants = Tenants::build(config, &sandbox, &shared, &native, &store, &scripts)?;
+        tenants.restore().await;
         let tasks = crate::tasks::Service::open(store.clone(), kinds).await?;
         Ok(Self {
             tenants: Arc::new(tenants),
@@ -106,6 +121,8 @@ impl Server {
                 &config.data_dir,
             )),
             sandbox,
+            scripts,
+            store,
             cache_dir: config.cache_dir.clone(),
             images: config.images.then(|| config.plain_wasm()),
         })
@@ -133,6 +150,7 @@ impl Server {
             native: self.native.clone(),
             packages: Arc::clone(&self.packages),
             sandbox: self.sandbox.clone(),
+            scripts: self.scripts.clone(),
         });
         let connections = Arc::new(Semaphore::new(self.http.max_connections));
         let per_address = PerAddress::new(self.http.max_connections_per_ip);

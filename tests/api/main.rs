@@ -1,9 +1,11 @@
 //! End-to-end tests, one binary so the engine loads once (as in wasmtime's tests/all).
 
+mod admin_tenants;
 mod bad_input;
 mod batch;
 mod conversion;
 mod debug;
+mod durable;
 mod engine_cache;
 mod environment;
 mod execute;
@@ -25,4 +27,5 @@ mod openapi;
 mod packages;
 mod performance;
 mod sandbox;
+mod scripts;
 mod tasks;

@@ -11,7 +11,7 @@ use scriptbox::config::Role;
 use scriptbox_tests::{TestServer, copy_scripts, tenant};
 use serde_json::Value;
 
-const METHODS: [&str; 3] = ["get", "post", "delete"];
+const METHODS: [&str; 4] = ["get", "put", "post", "delete"];
 
 /// The routes whose body is optional: their handlers read it with `OptionalJsonBody`.
 const OPTIONAL_BODY: [&str; 2] = [
@@ -44,7 +44,7 @@ struct DocRoute {
 }
 
 /// Every route of the route table of `docs/api.md`: rows beginning with "| `GET /...",
-/// "| `POST /..." or "| `DELETE /..."; a row may name a second route by its last segment
+/// "| `PUT /...", "| `POST /..." or "| `DELETE /..."; a row may name a second route by its last segment
 /// ("`POST /python/installPackage`, `uninstallPackage`").
 fn doc_routes(doc: &str) -> Vec<DocRoute> {
     let mut routes = Vec::new();
@@ -52,7 +52,7 @@ fn doc_routes(doc: &str) -> Vec<DocRoute> {
         let Some(rest) = line.strip_prefix("| `") else {
             continue;
         };
-        if !["GET /", "POST /", "DELETE /"]
+        if !["GET /", "PUT /", "POST /", "DELETE /"]
             .iter()
             .any(|start| rest.starts_with(start))
         {

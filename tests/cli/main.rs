@@ -39,6 +39,7 @@ impl Drop for Running {
     }
 }
 
+mod control_plane_crash;
 mod layout;
 mod one_build;
 mod tasks_crash;

@@ -97,13 +97,10 @@ async fn a_killed_server_keeps_its_tasks_and_resumes_them() {
         "{listed}"
     );
 
-    // tools do not survive a restart: load it again, let the step finish, resume
-    post(
-        &client,
-        format!("{base}/python/load"),
-        json!({"script_name": "task_fixture", "alias": "t"}),
-    )
-    .await;
+    // the tool came back with the restart (it starts when the resumed step calls it): let
+    // the step finish, resume
+    let list = get(&client, format!("{base}/python/list")).await;
+    assert_eq!(list["data"]["scripts"], json!(["t"]), "{list}");
     std::fs::write(dir.join("scripts/go.flag"), "").expect("flag");
     let resumed = post(&client, format!("{url}/resume"), json!({})).await;
     assert_eq!(resumed["success"], true, "{resumed}");

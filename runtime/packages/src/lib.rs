@@ -42,7 +42,7 @@ pub use builtin::{BUILT_IN, built_in, built_in_version};
 pub use pip::{Fetcher, Source};
 pub use requirement::{Requirement, normalize_name, parse_requirement};
 pub use site::{Installed, Site};
-pub use wheel::{Unpacked, WheelInfo, inspect_wheel, unpack_wheel};
+pub use wheel::{Unpacked, WheelInfo, check_entry_name, inspect_wheel, unpack_wheel};
 
 const MIB: u64 = 1024 * 1024;
 

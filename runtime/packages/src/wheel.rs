@@ -392,8 +392,8 @@ fn list_entries(archive: &ZipArchive<File>) -> Result<Vec<RawEntry>, PackageErro
 }
 
 /// Refuses names that could point outside the destination or mean different things on
-/// different systems.
-fn check_entry_name(name: &str) -> Result<(), PackageError> {
+/// different systems (also used for the zip of a tenant's script package).
+pub fn check_entry_name(name: &str) -> Result<(), PackageError> {
     let refuse = |why: &str| {
         Err(PackageError::UnsafeWheel(format!(
             "entry {} {why}",

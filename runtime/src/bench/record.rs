@@ -112,7 +112,7 @@ fn call_op(function: &str) -> anyhow::Result<Op> {
     })
 }
 
-async fn call_ok(registry: &Registry, alias: &str, op: Op) -> anyhow::Result<Duration> {
+async fn call_ok(registry: &Arc<Registry>, alias: &str, op: Op) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let report = registry
         .run(alias, op)
@@ -130,7 +130,7 @@ async fn call_ok(registry: &Registry, alias: &str, op: Op) -> anyhow::Result<Dur
 pub async fn isolated(config: &Config, engine: Engine, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let (_server, registry) = registry(config, engine.clone()).await?;
     registry
-        .load("counter", "iso", &Default::default(), Mode::Isolated)
+        .load("counter", None, "iso", &Default::default(), Mode::Isolated)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     tokio::time::sleep(Duration::from_millis(500)).await; // the pool fills
@@ -189,7 +189,7 @@ pub async fn pooling(
         ));
         let (_server, registry) = registry(config, engine).await?;
         registry
-            .load("counter", "iso", &Default::default(), Mode::Isolated)
+            .load("counter", None, "iso", &Default::default(), Mode::Isolated)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -218,7 +218,7 @@ async fn start_p50(config: &Config, sandbox: &Sandbox, count: usize) -> anyhow::
 }
 
 /// Calls per second of `alias`'s `increment`, back to back for 3 s.
-async fn back_to_back(registry: &Registry, alias: &str) -> anyhow::Result<f64> {
+async fn back_to_back(registry: &Arc<Registry>, alias: &str) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut done = 0u32;
     while started.elapsed() < Duration::from_secs(3) {
@@ -439,6 +439,7 @@ pub async fn memory(
             registry
                 .load(
                     "counter",
+                    None,
                     &format!("idle{i}"),
                     &Default::default(),
                     Mode::Persistent,

@@ -84,9 +84,9 @@ mod sections;
 mod tenants;
 
 pub use sections::{HttpLimits, NativeConfig, PackagesConfig};
-use tenants::validate_quotas;
 pub use tenants::{
     LOCAL_TENANT, Policy, Quotas, Role, TenantConfig, parse_key_hash, valid_tenant_id,
+    validate_quotas,
 };
 
 use crate::limits::{LimitOverrides, Limits, StartLimits};

@@ -9,7 +9,7 @@ use crate::limits::{LimitOverrides, Limits};
 
 /// What one tenant may consume. The server-wide `max_tools`, `max_concurrent_calls` and
 /// `max_body_bytes` still apply on top.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Quotas {
     pub max_tools: usize,
@@ -39,6 +39,16 @@ pub struct Quotas {
     /// Bytes of installed packages (all the tenant's environments together); past it
     /// `installPackage` gets 507 `quota_exceeded`.
     pub packages_bytes: u64,
+    /// Largest script one upload may store (a module's source, or a package's zip and its
+    /// unpacked files each); past it 413 `payload_too_large`.
+    pub max_script_bytes: u64,
+    /// Bytes all the tenant's script versions may hold; past it 507 `quota_exceeded`.
+    pub scripts_bytes: u64,
+    /// Scripts the tenant may keep; past it 507 `quota_exceeded`.
+    pub max_scripts: u64,
+    /// Versions kept per script: past it the oldest are pruned, unless a loaded tool runs
+    /// them.
+    pub script_versions: u64,
 }
 
 impl Default for Quotas {
@@ -58,6 +68,10 @@ impl Default for Quotas {
             max_tasks: 10_000,
             task_store_bytes: 256 << 20,
             packages_bytes: 256 << 20,
+            max_script_bytes: 1 << 20,
+            scripts_bytes: 64 << 20,
+            max_scripts: 200,
+            script_versions: 20,
         }
     }
 }
@@ -118,7 +132,7 @@ pub fn parse_key_hash(hex_digest: &str) -> Option<[u8; 32]> {
 }
 
 /// What a tenant's tools may reach beyond their sandbox. Everything is off by default.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Policy {
     /// Native-module functions the tenant's guest code may call (`scriptbox.native`), each
@@ -134,7 +148,7 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub(super) fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> anyhow::Result<()> {
         if self.native_functions.len() > 1024 {
             bail!("native_functions: at most 1024 entries");
         }
@@ -160,7 +174,8 @@ impl Policy {
     }
 }
 
-pub(super) fn validate_quotas(q: &Quotas) -> anyhow::Result<()> {
+/// Checks a tenant's quotas (the config's, or an admin's for a tenant made through the API).
+pub fn validate_quotas(q: &Quotas) -> anyhow::Result<()> {
     if q.max_tools == 0 || q.max_concurrent_calls == 0 {
         bail!("max_tools and max_concurrent_calls must be above 0");
     }
@@ -181,6 +196,14 @@ pub(super) fn validate_quotas(q: &Quotas) -> anyhow::Result<()> {
     }
     if !(16..=4096).contains(&q.max_open_files) {
         bail!("max_open_files must be between 16 and 4096");
+    }
+    if !(1024..=64 << 20).contains(&q.max_script_bytes) {
+        bail!("max_script_bytes must be between 1024 and 64 MiB");
+    }
+    if q.max_scripts == 0 || q.script_versions == 0 || q.scripts_bytes < q.max_script_bytes {
+        bail!(
+            "max_scripts and script_versions must be above 0, scripts_bytes at least max_script_bytes"
+        );
     }
     Ok(())
 }

@@ -296,8 +296,16 @@ fn client_error(err: RegistryError) -> ApiError {
     match err {
         RegistryError::NotFound => ApiError::not_found("no tool is loaded under that alias"),
         RegistryError::ScriptNotFound => {
-            ApiError::not_found("no script of that name in the scripts directory")
+            ApiError::not_found("no script of that name (the tenant's or the shared ones)")
         }
+        RegistryError::UnknownVersion => ApiError::not_found("the script has no such version"),
+        RegistryError::BadScript(why) => ApiError::bad_request(why),
+        RegistryError::ScriptInUse(tools) => ApiError::new(
+            StatusCode::CONFLICT,
+            "script_in_use",
+            "loaded tools run this script; unload them, or delete with force=true",
+        )
+        .with_details(json!({ "tools": tools })),
         RegistryError::AliasExists => ApiError::new(
             StatusCode::CONFLICT,
             "alias_exists",

@@ -248,7 +248,11 @@ pub async fn set_strategy(
     if let Some(alias) = &body.alias {
         check_alias(alias).map_err(|err| ApiError::bad_request(err.to_string()))?;
     }
-    if !tenant.strategies.set(body.alias.as_deref(), strategy) {
+    let set = tenant
+        .set_strategy(body.alias.as_deref(), strategy)
+        .await
+        .map_err(|err| ApiError::internal(format!("recording the strategy: {err}")))?;
+    if !set {
         return Err(ApiError::bad_request(
             "too many per-alias strategies; set the default instead",
         ));

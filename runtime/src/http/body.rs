@@ -59,6 +59,15 @@ async fn read_body(request: Request) -> Result<axum::body::Bytes, ApiError> {
             max_bytes: DEFAULT_MAX_BODY,
             timeout: DEFAULT_BODY_TIMEOUT,
         });
+    read_limited(request, limits).await
+}
+
+/// The whole body, under `limits` (a route whose bodies have a limit of their own, such as
+/// a script upload's) and the request's arrival timeout.
+pub async fn read_limited(
+    request: Request,
+    limits: BodyLimits,
+) -> Result<axum::body::Bytes, ApiError> {
     let read = axum::body::to_bytes(request.into_body(), limits.max_bytes);
     let bytes = match tokio::time::timeout(limits.timeout, read).await {
         Err(_) => {

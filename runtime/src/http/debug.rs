@@ -57,6 +57,7 @@ pub async fn enable(
     let tools = tenant
         .registry
         .set_trace(body.alias.as_deref(), body.enable)
+        .await
         .map_err(|err| registry_error(&tenant.id, err))?;
     Ok(Success(DebugData {
         enabled: body.enable,
@@ -122,6 +123,7 @@ pub async fn set_breakpoint(
     let debug = tenant
         .registry
         .set_breakpoint(&body.alias, line)
+        .await
         .map_err(|err| registry_error(&tenant.id, err))?;
     Ok(Success(BreakpointData {
         alias: body.alias,

@@ -5,11 +5,13 @@ use axum::Extension;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
+use super::answer::registry_error;
 use super::auth::{Authed, Caller};
 use super::body::JsonBody;
 use super::envelope::{Data as Success, Envelope};
 use super::error::ApiError;
 use super::openapi::{BodyErrors, ErrorEnvelope};
+use crate::names::granted_guest_path;
 use crate::sandbox::mounts::{SCRATCH_GUEST, SCRIPTS_GUEST};
 
 /// `addSysPath`'s body.
@@ -31,37 +33,16 @@ pub struct SysPathData {
     pending: Vec<String>,
 }
 
-/// A guest path inside what the tenant's tools can see: `/scripts` or `/tmp`, or below them,
-/// without `.`/`..` segments, of safe characters. Anything else is refused with 403.
+/// A guest path inside what the tenant's tools can see ([`granted_guest_path`] under
+/// `/scripts` or `/tmp`). Anything else is refused with 403.
 fn granted(path: &str) -> Result<String, ApiError> {
-    let forbidden = || {
+    granted_guest_path(path, &[SCRIPTS_GUEST, SCRATCH_GUEST]).ok_or_else(|| {
         ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden_path",
             format!("addSysPath only takes paths inside {SCRIPTS_GUEST} or {SCRATCH_GUEST}"),
         )
-    };
-    let trimmed = path.trim_end_matches('/');
-    let safe = (1..=256).contains(&trimmed.len())
-        && trimmed
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/'));
-    if !safe {
-        return Err(forbidden());
-    }
-    let Some(rest) = trimmed.strip_prefix('/') else {
-        return Err(forbidden());
-    };
-    let mut segments = rest.split('/');
-    let root = segments.next().unwrap_or_default();
-    let under = |mount: &str| mount.trim_start_matches('/') == root;
-    if !(under(SCRIPTS_GUEST) || under(SCRATCH_GUEST)) {
-        return Err(forbidden());
-    }
-    if segments.any(|s| s.is_empty() || s == "." || s == "..") {
-        return Err(forbidden());
-    }
-    Ok(trimmed.to_owned())
+    })
 }
 
 /// Add a guest path to `sys.path` of the caller's tools.
@@ -83,7 +64,12 @@ pub async fn add_sys_path(
     JsonBody(body): JsonBody<SysPathBody>,
 ) -> Result<Success<SysPathData>, ApiError> {
     let path = granted(&body.path)?;
-    let Some(pending) = tenant.registry.add_sys_path(&path).await else {
+    let added = tenant
+        .registry
+        .add_sys_path(&path)
+        .await
+        .map_err(|err| registry_error(&tenant.id, err))?;
+    let Some(pending) = added else {
         return Err(ApiError::bad_request(format!(
             "at most {} extra sys.path entries",
             crate::registry::MAX_SYS_PATHS

@@ -267,7 +267,13 @@ pub async fn execute_file(
 ) -> Result<Response, ApiError> {
     let path = checked_path(&body.path)?;
     let argv = argv(body.args)?;
-    if !tenant.registry.settings().scripts.join(&path).is_file() {
+    if !tenant
+        .registry
+        .settings()
+        .shared_scripts
+        .join(&path)
+        .is_file()
+    {
         return Err(ApiError::not_found("no such file in the scripts folder"));
     }
     let op = Op::RunFile {

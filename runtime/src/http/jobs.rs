@@ -49,7 +49,11 @@ pub async fn call_async(
     if !tenant.registry.contains(&alias) {
         return Err(ApiError::not_found("no tool is loaded under that alias"));
     }
-    let (job_id, cancel) = tenant.jobs.start(&alias, &function).map_err(job_error)?;
+    let (job_id, cancel) = tenant
+        .jobs
+        .start(&alias, &function)
+        .await
+        .map_err(job_error)?;
     let task_tenant = std::sync::Arc::clone(&tenant);
     let id = job_id.clone();
     tokio::spawn(async move {
@@ -76,7 +80,7 @@ pub async fn call_async(
             }
         };
         match stored {
-            Some(outcome) => task_tenant.jobs.finish(&id, outcome),
+            Some(outcome) => task_tenant.jobs.finish(&id, outcome).await,
             None => tracing::error!(job = %id, "an async call's answer could not be stored"),
         }
     });
@@ -107,6 +111,7 @@ fn job_error(err: JobError) -> ApiError {
             api
         }
         JobError::NotFound => ApiError::not_found("no such job (finished jobs expire)"),
+        JobError::Store => ApiError::internal("the job could not be recorded"),
     }
 }
 
@@ -167,6 +172,7 @@ pub async fn delete_job(
     tenant
         .jobs
         .cancel(checked_id(&id)?)
+        .await
         .map(Success)
         .map_err(job_error)
 }

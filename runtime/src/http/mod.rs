@@ -25,6 +25,7 @@ mod openapi;
 mod packages;
 mod performance;
 mod python;
+mod scripts;
 mod tasks;
 
 use std::sync::Arc;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub packages: Arc<crate::packages::Packages>,
     /// The sandbox (for the state of its images).
     pub sandbox: crate::sandbox::Sandbox,
+    /// The tenants' scripts.
+    pub scripts: crate::scripts::Scripts,
 }
 
 /// Every route, with its layers. The routes are collected through `utoipa_axum`, so the
@@ -124,8 +127,23 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(tasks::active))
         .routes(routes!(tasks::cancel));
     let tasks = behind_key(tasks, &state).layer(axum::Extension(Arc::clone(&state.tasks)));
-    let admin = OpenApiRouter::default().routes(routes!(admin::tenants));
-    let admin = behind_key(admin, &state).with_state(Arc::clone(&state.tenants));
+    let admin = OpenApiRouter::default()
+        .routes(routes!(admin::tenants, admin::create_tenant))
+        .routes(routes!(admin::delete_tenant))
+        .routes(routes!(admin::add_key, admin::list_keys))
+        .routes(routes!(admin::revoke_key));
+    let admin = behind_key(admin, &state)
+        .layer(axum::Extension(Arc::clone(&state.tasks)))
+        .with_state(Arc::clone(&state.tenants));
+    let scripts = OpenApiRouter::default()
+        .routes(routes!(scripts::list_scripts))
+        .routes(routes!(
+            scripts::put_script,
+            scripts::get_script,
+            scripts::delete_script
+        ))
+        .routes(routes!(scripts::script_source));
+    let scripts = behind_key(scripts, &state).layer(axum::Extension(state.scripts.clone()));
     let modules = OpenApiRouter::default()
         .routes(routes!(modules::load))
         .routes(routes!(modules::unload))
@@ -146,6 +164,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/python", python)
         .nest("/api/python", high_level)
         .nest("/admin", admin)
+        .nest("/scripts", scripts)
         .nest("/module", modules)
         .merge(tasks)
         .merge(openapi::routes(published.clone()))

@@ -97,6 +97,13 @@ pub async fn configure(
     let now = cache.stats();
     let enabled = body.enable_caching.unwrap_or(now.enabled);
     let ttl = body.cache_ttl_s.unwrap_or(now.ttl_s);
+    if body.enable_caching.is_some() || body.cache_ttl_s.is_some() {
+        tenant
+            .registry
+            .record_cache(enabled, ttl)
+            .await
+            .map_err(|err| super::answer::registry_error(&tenant.id, err))?;
+    }
     cache.configure(enabled, Some(Duration::from_secs(ttl)));
 
     let mut settings = std::collections::BTreeMap::new();

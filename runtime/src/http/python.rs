@@ -21,9 +21,14 @@ use crate::sandbox::LimitOverrides;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoadBody {
-    /// A Python module name in the tenant's scripts folder: an identifier (`my_tool` is
-    /// `my_tool.py` or `my_tool/__init__.py`), no paths or dots.
+    /// A script name: the tenant's own script (uploaded with `PUT /scripts/{name}`) or, if
+    /// it has none of that name, one in the shared scripts folder (`my_tool` is
+    /// `my_tool.py` or `my_tool/__init__.py`). An identifier: no paths or dots.
     script_name: String,
+    /// A version of the tenant's script (its SHA-256, as `PUT /scripts` answered): the tool
+    /// runs that version. Absent: the latest.
+    #[serde(default)]
+    version: Option<String>,
     /// The name to call the tool by: 1 to 64 of `[A-Za-z0-9_.-]`, not starting with `.`.
     alias: String,
     /// Limits to lower for this tool; absent ones get the tenant's defaults.
@@ -63,6 +68,7 @@ pub async fn load(
         .registry
         .load(
             &body.script_name,
+            body.version.as_deref(),
             &body.alias,
             &overrides,
             body.mode.unwrap_or_default(),
@@ -71,7 +77,7 @@ pub async fn load(
         .map_err(|err| registry_error(&tenant.id, err))?;
     if let Err(err) = super::packages::check_requirements(&tenant, &packages, &info.alias).await {
         // A tool that cannot run is not kept loaded.
-        let _ = tenant.registry.unload(&info.alias);
+        let _ = tenant.registry.unload(&info.alias).await;
         return Err(err);
     }
     audit::tool_event(&tenant.id, "tool_loaded", &info.alias);
@@ -107,6 +113,7 @@ pub async fn unload(
     tenant
         .registry
         .unload(&body.alias)
+        .await
         .map_err(|err| registry_error(&tenant.id, err))?;
     audit::tool_event(&tenant.id, "tool_unloaded", &body.alias);
     Ok(Success(Unloaded {

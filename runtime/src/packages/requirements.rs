@@ -42,7 +42,10 @@ const REQUIREMENTS_EXPRESSION: &str = "(lambda info: info().get('requirements') 
 
 /// `get_tool_info()["requirements"]` of a loaded tool, if it declares a list. Runs in the
 /// tool's instance under its limits, but is not counted as one of its calls.
-async fn declared_requirements(registry: &Registry, alias: &str) -> Option<Vec<serde_json::Value>> {
+async fn declared_requirements(
+    registry: &Arc<Registry>,
+    alias: &str,
+) -> Option<Vec<serde_json::Value>> {
     let report = registry
         .run_uncounted(
             alias,

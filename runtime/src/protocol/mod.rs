@@ -25,7 +25,7 @@ pub struct Request<'a> {
 
 /// What the driver traces during a request: executed lines of the tool's script, and the
 /// locals at breakpoint lines. Results come back in the response's `debug` field.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Debug {
     /// Record each executed line of the tool's script (capped).
     pub trace: bool,

@@ -19,6 +19,7 @@ use crate::sandbox::{
     Fault, ImageKind, Instance, Limits, Outcome, Preload, RunOptions, Sandbox, SpawnError,
     ToolMounts,
 };
+use crate::scripts::ScriptRef;
 
 /// Most names of lost objects remembered per tool.
 pub(super) const MAX_LOST_OBJECTS: usize = 4096;
@@ -44,6 +45,10 @@ pub(super) struct Tool {
     pub(super) stats: Arc<Stats>,
     pub(super) debug: Arc<Mutex<Debug>>,
     pub(super) script_hash: Arc<Mutex<cache::Key>>,
+    /// The script version it runs, shared with its actor (a reload moves it).
+    pub(super) script: Arc<Mutex<ScriptRef>>,
+    /// When it was re-established from the store, until a reload.
+    pub(super) restored_at: Arc<Mutex<Option<f64>>>,
     pub(super) actor: JoinHandle<()>,
     /// The server-wide tool slot, released with the tool.
     pub(super) _slot: Option<OwnedSemaphorePermit>,
@@ -71,6 +76,8 @@ impl Tool {
             stats: Arc::clone(&actor.stats),
             debug: Arc::clone(&actor.debug),
             script_hash: Arc::clone(&actor.script_hash),
+            script: Arc::clone(&actor.script),
+            restored_at: Arc::clone(&actor.restored_at),
             actor: tokio::spawn(actor.run(jobs)),
             _slot: slot,
         }
@@ -89,14 +96,18 @@ impl Tool {
     }
 
     pub(super) fn info(&self) -> ToolInfo {
+        let script = lock(&self.script);
         ToolInfo {
             alias: self.alias.clone(),
             script_name: self.script_name.clone(),
+            script_version: script.version.clone(),
+            script_source: script.source,
             limits: self.limits,
             mode: self.mode,
-            image: *lock(&self.stats.image),
+            image: Some(*lock(&self.stats.image)),
             calls: self.stats.calls.load(Ordering::Relaxed),
             resets: self.stats.resets.load(Ordering::Relaxed),
+            restored_at: *lock(&self.restored_at),
         }
     }
 }
@@ -123,6 +134,12 @@ pub(super) struct Actor {
     pub(super) debug: Arc<Mutex<Debug>>,
     /// The hash of the script as last (re)loaded, shared with its [`Tool`].
     pub(super) script_hash: Arc<Mutex<cache::Key>>,
+    /// The script version it runs, shared with its [`Tool`].
+    pub(super) script: Arc<Mutex<ScriptRef>>,
+    pub(super) restored_at: Arc<Mutex<Option<f64>>>,
+    /// The tool was restored after a restart and has not answered yet: its first answer
+    /// says its state was reset.
+    pub(super) state_lost: bool,
     /// The registry, for the host calls of this tool's guest.
     pub(super) owner: Weak<Registry>,
     /// The pools' sizes (for a reload of an isolated tool).
@@ -166,8 +183,12 @@ impl Actor {
                     }
                     drop(permits);
                 }
-                Job::Reload { reply, permits } => {
-                    let _ = reply.send(self.reload().await);
+                Job::Reload {
+                    script,
+                    reply,
+                    permits,
+                } => {
+                    let _ = reply.send(self.reload(script).await);
                     drop(permits);
                 }
                 Job::LinearMemory { reply } => {
@@ -224,7 +245,7 @@ impl Actor {
         if counted {
             self.stats.calls.fetch_add(1, Ordering::Relaxed);
         }
-        let mut state_reset = false;
+        let mut state_reset = std::mem::take(&mut self.state_lost);
         if self.mode == Mode::Isolated && self.instance.is_none() {
             self.instance = self.pool.as_mut().and_then(pool::Pool::take);
             if let Some(instance) = &self.instance {
@@ -400,14 +421,22 @@ impl Actor {
         self.lost.extend(self.objects.drain());
     }
 
-    pub(super) async fn reload(&mut self) -> Result<(), RegistryError> {
-        lock(&self.paths).apply(&mut self.mounts);
+    /// Starts `script` (the tool's newest version) in a fresh instance in place of the
+    /// current one; the current one stays if it fails.
+    pub(super) async fn reload(&mut self, script: ScriptRef) -> Result<(), RegistryError> {
+        let mut mounts = self.mounts.clone();
+        lock(&self.paths).apply(&mut mounts);
+        mounts.scripts.clone_from(&script.dir);
         // The script may import other things now.
-        self.mounts.preload = Preload::for_script(&self.mounts.scripts, &self.script_name);
+        mounts.preload = Preload::for_script(&mounts.scripts, &self.script_name);
         let fresh = self
             .sandbox
-            .spawn(&self.script_name, &self.limits, &self.mounts)
+            .spawn(&self.script_name, &self.limits, &mounts)
             .await?;
+        self.mounts = mounts;
+        *lock(&self.script) = script;
+        *lock(&self.restored_at) = None;
+        self.state_lost = false;
         *lock(&self.stats.image) = fresh.image();
         self.instance = Some(fresh);
         if self.mode == Mode::Isolated {

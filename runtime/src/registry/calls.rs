@@ -8,16 +8,19 @@ use std::sync::atomic::Ordering;
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
+use super::actor::Tool;
 use super::job::{CancelOnDrop, Job};
-use super::{CallReport, Mode, Registry, RegistryError, SESSION_ALIAS, cache, host, lock, scripts};
+use super::load::Start;
+use super::{CallReport, Mode, Registry, RegistryError, SESSION_ALIAS, Slot, cache, host, lock};
 use crate::names::{check_function, check_script};
 use crate::protocol::Op;
 use crate::sandbox::{Outcome, RunOptions};
+use crate::scripts::{ScriptRef, Source};
 
 impl Registry {
     /// Calls `function(*args, **kwargs)` in the tool loaded as `alias`.
     pub async fn call(
-        &self,
+        self: &Arc<Self>,
         alias: &str,
         function: &str,
         args: Box<RawValue>,
@@ -25,7 +28,7 @@ impl Registry {
     ) -> Result<CallReport, RegistryError> {
         check_function(function)?;
         if self.cache.enabled() {
-            let tool = self.get(alias)?;
+            let tool = self.ready(alias).await?;
             let script = *lock(&tool.script_hash);
             let key = cache::key(alias, tool.stats.load_id, function, &args, &kwargs, &script);
             if let Some(hit) = self.cache.get(&key) {
@@ -58,14 +61,14 @@ impl Registry {
 
     /// Runs `op` in the tool loaded as `alias`, under its call limits and this owner's call
     /// quotas. Names inside `op` must have been checked by the caller.
-    pub async fn run(&self, alias: &str, op: Op) -> Result<CallReport, RegistryError> {
+    pub async fn run(self: &Arc<Self>, alias: &str, op: Op) -> Result<CallReport, RegistryError> {
         self.run_job(alias, op, None, None).await
     }
 
     /// As [`Registry::run`], without counting it in the tool's `calls`: for the server's own
     /// checks (a tool's requirements at load), which a client did not ask for.
     pub async fn run_uncounted(
-        &self,
+        self: &Arc<Self>,
         alias: &str,
         op: Op,
         within: Option<std::time::Duration>,
@@ -77,7 +80,7 @@ impl Registry {
     /// replaced and the call answered [`Fault::Cancelled`]). Dropping the sender does not
     /// cancel.
     pub async fn run_cancellable(
-        &self,
+        self: &Arc<Self>,
         alias: &str,
         op: Op,
         cancel: Option<oneshot::Receiver<()>>,
@@ -89,7 +92,7 @@ impl Registry {
     /// future before it is answered stops the guest (the instance is replaced) or, if the job
     /// still waits in the queue, skips it.
     pub async fn run_step(
-        &self,
+        self: &Arc<Self>,
         alias: &str,
         op: Op,
         within: Option<std::time::Duration>,
@@ -112,13 +115,20 @@ impl Registry {
     ) -> Result<CallReport, RegistryError> {
         if self.get(SESSION_ALIAS).is_err() {
             let limits = self.settings.limits.lowered(&self.settings.defaults)?;
+            let script = ScriptRef {
+                name: crate::protocol::SCRATCH_MODULE.to_owned(),
+                source: Source::Shared,
+                version: String::new(),
+                dir: self.settings.shared_scripts.clone(),
+            };
             match self
-                .start_tool(
-                    crate::protocol::SCRATCH_MODULE,
-                    SESSION_ALIAS,
+                .start_tool(Start {
+                    script,
+                    alias: SESSION_ALIAS,
                     limits,
-                    Mode::Persistent,
-                )
+                    mode: Mode::Persistent,
+                    restored: None,
+                })
                 .await
             {
                 // started meanwhile by a concurrent request: use it once it is ready
@@ -135,7 +145,7 @@ impl Registry {
     }
 
     async fn run_job(
-        &self,
+        self: &Arc<Self>,
         alias: &str,
         op: Op,
         cancel: Option<oneshot::Receiver<()>>,
@@ -146,14 +156,14 @@ impl Registry {
 
     /// Queues `op` for `alias` under this owner's call quotas and waits for its report.
     async fn submit_run(
-        &self,
+        self: &Arc<Self>,
         alias: &str,
         op: Op,
         cancel: Option<oneshot::Receiver<()>>,
         within: Option<std::time::Duration>,
         counted: bool,
     ) -> Result<CallReport, RegistryError> {
-        let tool = self.get(alias)?;
+        let tool = self.ready(alias).await?;
         let permits = self.admit_call()?;
         let (reply, answer) = oneshot::channel();
         tool.submit(Job::Run {
@@ -168,8 +178,24 @@ impl Registry {
         answer.await.map_err(|_| RegistryError::Unloaded)?
     }
 
-    /// The linear memory of `alias`'s instance in bytes (`None` while it has none).
+    /// The tool loaded as `alias`, started first if it was restored dormant.
+    pub(super) async fn ready(self: &Arc<Self>, alias: &str) -> Result<Arc<Tool>, RegistryError> {
+        // One look at the table on the warm path (every call comes through here).
+        match self.slots().get(alias) {
+            Some(Slot::Ready(tool)) => return Ok(Arc::clone(tool)),
+            Some(Slot::Dormant(_)) => {}
+            _ => return Err(RegistryError::NotFound),
+        }
+        self.wake(alias).await?;
+        self.get(alias)
+    }
+
+    /// The linear memory of `alias`'s instance in bytes (`None` while it has none, or while
+    /// a restored tool has not started).
     pub async fn linear_memory(&self, alias: &str) -> Result<Option<usize>, RegistryError> {
+        if matches!(self.slots().get(alias), Some(Slot::Dormant(_))) {
+            return Ok(None);
+        }
         let tool = self.get(alias)?;
         let (reply, answer) = oneshot::channel();
         tool.submit(Job::LinearMemory { reply })?;
@@ -203,16 +229,24 @@ impl Registry {
         op: Op,
         within: Option<std::time::Duration>,
     ) -> Result<CallReport, RegistryError> {
-        if module != crate::protocol::SCRATCH_MODULE {
+        let scripts = if module == crate::protocol::SCRATCH_MODULE {
+            self.settings.shared_scripts.clone()
+        } else {
             check_script(module)?;
-            if !scripts::script_exists(&self.settings.scripts, module) {
-                return Err(RegistryError::ScriptNotFound);
-            }
-        }
+            self.scripts
+                .resolve(
+                    &self.settings.owner,
+                    &self.settings.shared_scripts,
+                    module,
+                    None,
+                )
+                .await?
+                .dir
+        };
         let _permits = self.admit_call()?;
         self.fresh_runs.fetch_add(1, Ordering::Relaxed);
         let limits = self.settings.limits.lowered(&self.settings.defaults)?;
-        let mounts = self.tool_mounts(None);
+        let mounts = self.tool_mounts(&scripts, None);
         let mut instance = self.sandbox.spawn(module, &limits, &mounts).await?;
         let registry = Arc::downgrade(self);
         let host = host::JobHost {

@@ -11,6 +11,12 @@ pub enum RegistryError {
     NotFound,
     #[error("no script of that name")]
     ScriptNotFound,
+    #[error("the script has no such version")]
+    UnknownVersion,
+    #[error("loaded tools run the script")]
+    ScriptInUse(Vec<String>),
+    #[error("{0}")]
+    BadScript(String),
     #[error("a tool is already loaded under that alias")]
     AliasExists,
     #[error("{0}")]

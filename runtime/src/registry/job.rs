@@ -6,6 +6,7 @@ use tokio::sync::oneshot;
 use super::quota::CallPermits;
 use super::{CallReport, RegistryError};
 use crate::protocol::Op;
+use crate::scripts::ScriptRef;
 
 pub(super) enum Job {
     Run {
@@ -21,6 +22,8 @@ pub(super) enum Job {
         counted: bool,
     },
     Reload {
+        /// The version to move to.
+        script: ScriptRef,
         reply: oneshot::Sender<Result<(), RegistryError>>,
         permits: CallPermits,
     },

@@ -1,7 +1,9 @@
 //! Loading, reloading and unloading tools: a slot reserved under the quotas, the first
-//! instance started (it proves the script imports), then the tool's actor.
+//! instance started (it proves the script imports), then the tool's actor; each change
+//! recorded in the store before it is answered.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
@@ -9,21 +11,33 @@ use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use super::actor::{Actor, Stats, Tool, script_hash};
 use super::job::Job;
 use super::scratch::ScratchDir;
-use super::{Mode, Registry, RegistryError, Slot, ToolInfo, lock, pool, scripts};
-use crate::names::{check_alias, check_script};
+use super::{Mode, Registry, RegistryError, Slot, ToolInfo, lock, pool};
+use crate::names::check_alias;
 use crate::protocol::Debug;
 use crate::sandbox::{LimitOverrides, Limits, Preload, Scratch, ToolMounts};
+use crate::scripts::ScriptRef;
+
+/// What a tool starts from.
+pub(super) struct Start<'a> {
+    pub(super) script: ScriptRef,
+    pub(super) alias: &'a str,
+    pub(super) limits: Limits,
+    pub(super) mode: Mode,
+    /// For a tool re-established from the store: when, and its recorded tracing.
+    pub(super) restored: Option<(f64, Debug)>,
+}
 
 impl Registry {
-    /// Loads `script_name` under `alias`, importing it in a new instance.
+    /// Loads `script_name` (the owner's own script at `version`, else its latest; or the
+    /// shared one) under `alias`, importing it in a new instance, and records the load.
     pub async fn load(
         self: &Arc<Self>,
         script_name: &str,
+        version: Option<&str>,
         alias: &str,
         overrides: &LimitOverrides,
         mode: Mode,
     ) -> Result<ToolInfo, RegistryError> {
-        check_script(script_name)?;
         check_alias(alias)?;
         let asked = LimitOverrides {
             fuel: overrides.fuel.or(self.settings.defaults.fuel),
@@ -36,42 +50,81 @@ impl Registry {
                 .or(self.settings.defaults.output_bytes),
         };
         let limits = self.settings.limits.lowered(&asked)?;
-        if !scripts::script_exists(&self.settings.scripts, script_name) {
-            return Err(RegistryError::ScriptNotFound);
+        if self.slots().contains_key(alias) {
+            return Err(RegistryError::AliasExists);
         }
-        self.start_tool(script_name, alias, limits, mode).await
+        let script = self
+            .scripts
+            .resolve(
+                &self.settings.owner,
+                &self.settings.shared_scripts,
+                script_name,
+                version,
+            )
+            .await?;
+        let info = self
+            .start_tool(Start {
+                script,
+                alias,
+                limits,
+                mode,
+                restored: None,
+            })
+            .await?;
+        let debug = self.get(alias).map(|tool| lock(&tool.debug).clone())?;
+        if let Err(err) = self.record_tool(&info, &debug).await {
+            // Not recorded: not loaded either.
+            self.drop_slot(alias);
+            return Err(err);
+        }
+        Ok(info)
     }
 
-    /// Starts `module` (a checked, existing script, or the empty namespace) under `alias`.
+    /// Starts `start.script` (a resolved script, or the empty namespace) under its alias.
     pub(super) async fn start_tool(
         self: &Arc<Self>,
-        module: &str,
-        alias: &str,
-        limits: Limits,
-        mode: Mode,
+        start: Start<'_>,
     ) -> Result<ToolInfo, RegistryError> {
-        let mut reservation = self.reserve(alias)?;
+        let Start {
+            script,
+            alias,
+            limits,
+            mode,
+            restored,
+        } = start;
+        let module = script.name.clone();
+        let mut reservation = self.reserve(alias, restored.is_some())?;
         let scratch = match mode {
             Mode::Persistent => self.make_scratch(alias)?,
             Mode::Isolated => None, // nothing may survive a call, files included
         };
-        let mut mounts = self.tool_mounts(scratch);
-        mounts.preload = Preload::for_script(&mounts.scripts, module);
+        let mut mounts = self.tool_mounts(&script.dir, scratch);
+        mounts.preload = Preload::for_script(&mounts.scripts, &module);
         let scratch = mounts.scratch.as_ref().map(|s| ScratchDir(s.dir.clone()));
         // Starting an instance is work like a call: it holds call permits while it runs.
         let permits = self.admit_call()?;
-        let instance = self.sandbox.spawn(module, &limits, &mounts).await?;
+        let instance = self.sandbox.spawn(&module, &limits, &mounts).await?;
         let image = instance.image();
         drop(permits);
-        let hash = script_hash(&mounts.scripts, module);
+        let hash = script_hash(&mounts.scripts, &module);
         let pool = match mode {
             Mode::Persistent => None,
-            Mode::Isolated => self.start_pool(module, limits, &mounts),
+            Mode::Isolated => self.start_pool(&module, limits, &mounts),
+        };
+        let (restored_at, debug) = match restored {
+            Some((at, debug)) => (Some(at), debug),
+            None => (
+                None,
+                Debug {
+                    trace: *lock(&self.trace_default),
+                    breakpoints: Default::default(),
+                },
+            ),
         };
         let tool = Arc::new(Tool::start(
             Actor {
                 sandbox: self.sandbox.clone(),
-                script_name: module.to_owned(),
+                script_name: module,
                 alias: alias.to_owned(),
                 limits,
                 mounts,
@@ -89,11 +142,12 @@ impl Registry {
                 lost: HashSet::new(),
                 last_used: std::time::Instant::now(),
                 paths: Arc::clone(&self.paths),
-                debug: Arc::new(Mutex::new(Debug {
-                    trace: *lock(&self.trace_default),
-                    breakpoints: Default::default(),
-                })),
+                debug: Arc::new(Mutex::new(debug)),
                 script_hash: Arc::new(Mutex::new(hash)),
+                script: Arc::new(Mutex::new(script)),
+                restored_at: Arc::new(Mutex::new(restored_at)),
+                // A restored persistent tool's first answer says its state was reset.
+                state_lost: restored_at.is_some() && mode == Mode::Persistent,
                 owner: Arc::downgrade(self),
                 warm_per_tool: self.shared.warm_per_tool,
                 warm: Arc::clone(&self.shared.warm),
@@ -121,10 +175,11 @@ impl Registry {
         )
     }
 
-    /// What an instance of this owner sees besides the shared mounts.
-    pub(super) fn tool_mounts(&self, scratch: Option<Scratch>) -> ToolMounts {
+    /// What an instance of this owner sees besides the shared mounts, with `scripts` at
+    /// `/scripts`.
+    pub(super) fn tool_mounts(&self, scripts: &Path, scratch: Option<Scratch>) -> ToolMounts {
         let mut mounts = ToolMounts {
-            scripts: self.settings.scripts.clone(),
+            scripts: scripts.to_path_buf(),
             scratch,
             max_open_files: self.settings.max_open_files,
             sys_paths: Vec::new(),
@@ -135,62 +190,101 @@ impl Registry {
         mounts
     }
 
-    /// Holds `alias` while its first instance starts. If the load fails, or its request is
-    /// dropped mid-way (a client that hangs up), the reservation is released on drop.
-    fn reserve<'a>(&'a self, alias: &str) -> Result<Reservation<'a>, RegistryError> {
+    /// Holds `alias` while its first instance starts (`wake`: in place of its dormant slot).
+    /// If the start fails, or its request is dropped mid-way (a client that hangs up), the
+    /// slot is given back on drop.
+    fn reserve<'a>(&'a self, alias: &str, wake: bool) -> Result<Reservation<'a>, RegistryError> {
         let mut slots = self.slots();
-        if slots.contains_key(alias) {
-            return Err(RegistryError::AliasExists);
-        }
-        if slots.len() >= self.settings.max_tools {
-            return Err(RegistryError::TooManyTools(self.settings.max_tools));
-        }
-        let permit = Arc::clone(&self.shared.tools)
-            .try_acquire_owned()
-            .map_err(|_| RegistryError::Overloaded)?;
+        let previous = match slots.get(alias) {
+            Some(Slot::Dormant(_)) if wake => slots.remove(alias),
+            Some(_) => return Err(RegistryError::AliasExists),
+            None if slots.len() >= self.settings.max_tools => {
+                return Err(RegistryError::TooManyTools(self.settings.max_tools));
+            }
+            None => None,
+        };
+        let Ok(permit) = Arc::clone(&self.shared.tools).try_acquire_owned() else {
+            if let Some(previous) = previous {
+                slots.insert(alias.to_owned(), previous);
+            }
+            return Err(RegistryError::Overloaded);
+        };
         slots.insert(alias.to_owned(), Slot::Loading);
         Ok(Reservation {
             registry: self,
             alias: Some(alias.to_owned()),
+            previous,
             permit: Some(permit),
         })
     }
 
-    /// Unloads a tool at once: its instance is dropped, and a call running or queued for it
-    /// is answered `tool_unloaded`. (Letting them finish would let unload/load cycles keep
-    /// more instances alive than `max_tools`.)
-    pub fn unload(&self, alias: &str) -> Result<(), RegistryError> {
+    /// Unloads a tool at once, once the store has recorded it: its instance is dropped, and
+    /// a call running or queued for it is answered `tool_unloaded`. (Letting them finish
+    /// would let unload/load cycles keep more instances alive than `max_tools`.)
+    pub async fn unload(&self, alias: &str) -> Result<(), RegistryError> {
+        if !matches!(
+            self.slots().get(alias),
+            Some(Slot::Ready(_) | Slot::Dormant(_))
+        ) {
+            return Err(RegistryError::NotFound);
+        }
+        self.forget_tool(alias).await?;
+        self.drop_slot(alias);
+        Ok(())
+    }
+
+    /// Drops `alias`'s slot (and its instance) from memory only.
+    pub(super) fn drop_slot(&self, alias: &str) {
         let removed = {
             let mut slots = self.slots();
             match slots.get(alias) {
-                Some(Slot::Ready(_)) => slots.remove(alias),
-                _ => return Err(RegistryError::NotFound),
+                Some(Slot::Ready(_) | Slot::Dormant(_)) => slots.remove(alias),
+                _ => None,
             }
         };
         if let Some(Slot::Ready(tool)) = removed {
             tool.close();
         }
         self.cache.invalidate(alias);
-        Ok(())
     }
 
-    /// Re-imports the tool's script in a fresh instance (picking up edits). If the new import
-    /// fails, the old instance stays.
-    pub async fn reload(&self, alias: &str) -> Result<ToolInfo, RegistryError> {
-        let tool = self.get(alias)?;
+    /// Re-imports the tool's script in a fresh instance, from its newest version (the
+    /// owner's latest, or the shared file as it is now), and records the move. If the new
+    /// import fails, the old instance and version stay.
+    pub async fn reload(self: &Arc<Self>, alias: &str) -> Result<ToolInfo, RegistryError> {
+        let tool = self.ready(alias).await?;
+        let name = tool.script_name.clone();
+        let script = self
+            .scripts
+            .resolve(
+                &self.settings.owner,
+                &self.settings.shared_scripts,
+                &name,
+                None,
+            )
+            .await?;
         let permits = self.admit_call()?;
         let (reply, answer) = oneshot::channel();
-        tool.submit(Job::Reload { reply, permits })?;
+        tool.submit(Job::Reload {
+            script,
+            reply,
+            permits,
+        })?;
         let reloaded = answer.await.map_err(|_| RegistryError::Unloaded)?;
         self.cache.invalidate(alias);
         reloaded?;
-        Ok(tool.info())
+        let info = tool.info();
+        let debug = lock(&tool.debug).clone();
+        self.record_tool(&info, &debug).await?;
+        Ok(info)
     }
 }
 
 struct Reservation<'a> {
     registry: &'a Registry,
     alias: Option<String>,
+    /// The dormant slot a wake replaced, put back if the start fails.
+    previous: Option<Slot>,
     permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -211,7 +305,10 @@ impl Drop for Reservation<'_> {
         if let Some(alias) = self.alias.take() {
             let mut slots = self.registry.slots();
             if matches!(slots.get(&alias), Some(Slot::Loading)) {
-                slots.remove(&alias);
+                match self.previous.take() {
+                    Some(previous) => slots.insert(alias, previous),
+                    None => slots.remove(&alias),
+                };
             }
         }
     }

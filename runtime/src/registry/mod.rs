@@ -6,8 +6,12 @@
 //! spawns a fresh one from the snapshot; the answer says the tool's state was reset.
 //!
 //! A registry holds one owner's tools (the server makes one per tenant; the registry itself
-//! knows nothing of tenants): their scripts folder, their scratch folders, their quotas. What
-//! is shared between registries, the server-wide tool and call budgets, is a [`Shared`].
+//! knows nothing of tenants): their scripts, their scratch folders, their quotas. What is
+//! shared between registries, the server-wide tool and call budgets, is a [`Shared`].
+//!
+//! Every change a client makes is written to the store before it is answered ([`durable`]):
+//! at start the registry lists every recorded tool at once, as a dormant slot, and starts
+//! one on its first use (its first answer says `state_reset`, its info `restored_at`).
 //!
 //! Every accepted call holds a permit of its owner's concurrency quota and one of the
 //! server's until it is answered: past either, calls are refused at once (`too_many_calls`,
@@ -17,6 +21,7 @@ mod actor;
 mod cache;
 mod calls;
 mod debug;
+mod durable;
 mod error;
 mod host;
 mod job;
@@ -25,7 +30,6 @@ mod paths;
 mod pool;
 mod quota;
 mod scratch;
-mod scripts;
 mod venvs;
 
 use std::collections::HashMap;
@@ -37,9 +41,12 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::sandbox::{ImageKind, LimitOverrides, Limits, Outcome, Sandbox};
+use crate::scripts::{Scripts, Source};
+use crate::store::Store;
 use actor::Tool;
 pub use cache::{CacheStats, DEFAULT_TTL, MAX_TTL};
 pub use debug::MAX_BREAKPOINTS;
+use durable::Dormant;
 pub use error::RegistryError;
 pub use host::{Functions, Globals, GlobalsError, MAX_FUNCTIONS, Target, check_global};
 use paths::{GuestPaths, SharedPaths};
@@ -61,12 +68,21 @@ pub struct CallReport {
 pub struct ToolInfo {
     pub alias: String,
     pub script_name: String,
+    /// The script version the tool runs (for a shared script, its content's SHA-256).
+    pub script_version: String,
+    /// Whether the script is the owner's own (`tenant`) or the operator's (`shared`).
+    pub script_source: Source,
     pub limits: Limits,
     pub mode: Mode,
-    /// The interpreter image the tool's latest instance started from.
-    pub image: ImageKind,
+    /// The interpreter image the tool's latest instance started from (`None` while a tool
+    /// restored at start has not started yet).
+    pub image: Option<ImageKind>,
     pub calls: u64,
     pub resets: u64,
+    /// When the tool was re-established from the store after a restart (seconds since the
+    /// epoch); its module state did not survive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restored_at: Option<f64>,
 }
 
 /// How a tool's calls share its interpreter.
@@ -84,6 +100,8 @@ pub enum Mode {
 /// One registry's settings: its owner's quotas and folders.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The owner's id in the store (and in the scripts' folders).
+    pub owner: String,
     /// The most any tool may get; a load may ask for less.
     pub limits: Limits,
     /// What a load gets when it does not ask (each at most `limits`).
@@ -92,8 +110,8 @@ pub struct Settings {
     pub max_concurrent_calls: usize,
     /// Calls waiting for one tool beyond the one running.
     pub queue_depth: usize,
-    /// The owner's scripts, mounted read-only.
-    pub scripts: PathBuf,
+    /// The operator's shared scripts folder (the owner's own scripts are in the store).
+    pub shared_scripts: PathBuf,
     /// Where each tool's scratch folder is made, and its quotas; `None`: no scratch.
     pub scratch: Option<ScratchQuota>,
     pub max_open_files: u32,
@@ -143,6 +161,8 @@ impl Shared {
 enum Slot {
     Loading,
     Ready(Arc<Tool>),
+    /// Recorded in the store, not started since the server started.
+    Dormant(Box<Dormant>),
 }
 
 pub struct Registry {
@@ -167,6 +187,12 @@ pub struct Registry {
     pub functions: Functions,
     /// Kept results of calls, when the owner turned caching on.
     pub cache: cache::ResultCache,
+    /// Where the registry's changes are recorded.
+    store: Store,
+    /// The owner's own scripts and the shared ones.
+    scripts: Scripts,
+    /// Held while a dormant tool starts (one at a time: restarts are rare).
+    waking: tokio::sync::Mutex<()>,
 }
 
 /// The alias of an owner's session interpreter (`inject` without an alias, `execute` in
@@ -174,7 +200,13 @@ pub struct Registry {
 pub const SESSION_ALIAS: &str = ".session";
 
 impl Registry {
-    pub fn new(sandbox: Sandbox, settings: Settings, shared: Shared) -> Self {
+    pub fn new(
+        sandbox: Sandbox,
+        settings: Settings,
+        shared: Shared,
+        store: Store,
+        scripts: Scripts,
+    ) -> Self {
         let venv = venvs::effective(&settings.venvs_root);
         Self {
             calls: Arc::new(Semaphore::new(settings.max_concurrent_calls)),
@@ -192,6 +224,9 @@ impl Registry {
             globals: Globals::default(),
             functions: Functions::default(),
             cache: cache::ResultCache::default(),
+            store,
+            scripts,
+            waking: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -223,7 +258,7 @@ impl Registry {
             .values()
             .filter_map(|slot| match slot {
                 Slot::Ready(tool) => Some(Arc::clone(tool)),
-                Slot::Loading => None,
+                Slot::Loading | Slot::Dormant(_) => None,
             })
             .collect()
     }
@@ -233,18 +268,23 @@ impl Registry {
         self.fresh_runs.load(Ordering::Relaxed)
     }
 
-    /// Whether `alias` is loaded (for requests answered before their work is done).
+    /// Whether `alias` is loaded, started or not (for requests answered before their work
+    /// is done).
     pub fn contains(&self, alias: &str) -> bool {
-        self.get(alias).is_ok()
+        matches!(
+            self.slots().get(alias),
+            Some(Slot::Ready(_) | Slot::Dormant(_))
+        )
     }
 
-    /// Loaded tools, by alias.
+    /// Loaded tools (restored ones not started yet included), by alias.
     pub fn list(&self) -> Vec<ToolInfo> {
         let mut tools: Vec<ToolInfo> = self
             .slots()
-            .values()
-            .filter_map(|slot| match slot {
+            .iter()
+            .filter_map(|(alias, slot)| match slot {
                 Slot::Ready(tool) if tool.alias != SESSION_ALIAS => Some(tool.info()),
+                Slot::Dormant(dormant) => Some(dormant.info(alias)),
                 _ => None,
             })
             .collect();

@@ -95,20 +95,29 @@ impl Registry {
     }
 
     /// Adds a guest path (already checked to lie inside the mounts) to `sys.path` of every
-    /// instance from now on, and of the live ones now. Returns the aliases that failed to
-    /// take it at once (they get it at their next start). `false` when the list is full.
-    pub async fn add_sys_path(&self, path: &str) -> Option<Vec<String>> {
-        {
+    /// instance from now on (recorded first), and of the live ones now. Returns the aliases
+    /// that failed to take it at once (they get it at their next start); `None` when the
+    /// list is full.
+    pub async fn add_sys_path(
+        self: &Arc<Self>,
+        path: &str,
+    ) -> Result<Option<Vec<String>>, RegistryError> {
+        let paths = {
             let paths = &mut lock(&self.paths).sys_paths;
             if !paths.iter().any(|p| p == path) {
                 if paths.len() >= MAX_SYS_PATHS {
-                    return None;
+                    return Ok(None);
                 }
                 paths.push(path.to_owned());
             }
-        }
+            paths.clone()
+        };
+        self.record_sys_paths(&paths).await?;
         let mut failed = Vec::new();
-        for tool in self.list() {
+        for tool in self.ready_tools() {
+            if tool.alias == super::SESSION_ALIAS {
+                continue;
+            }
             let op = Op::AddSysPath {
                 path: path.to_owned(),
             };
@@ -120,10 +129,11 @@ impl Registry {
                 })
             );
             if !ok {
-                failed.push(tool.alias);
+                failed.push(tool.alias.clone());
             }
         }
-        Some(failed)
+        failed.sort();
+        Ok(Some(failed))
     }
 
     /// The extra `sys.path` entries.

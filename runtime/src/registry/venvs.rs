@@ -118,10 +118,19 @@ fn effective_default(root: &Path) -> Option<Venv> {
     existing(root, DEFAULT_VENV)
 }
 
+/// Writes `bytes` to `path` through a temporary file, fsynced, then renamed (and the folder
+/// fsynced): a crash leaves the old content or the new.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
     let temp: PathBuf = path.with_extension("tmp");
-    std::fs::write(&temp, bytes)?;
-    std::fs::rename(&temp, path)
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

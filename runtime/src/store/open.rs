@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sqlx::any::AnyPoolOptions;
-use sqlx::{AnyPool, Executor as _};
+use sqlx::{AnyConnection, AnyPool, Connection as _, Executor as _};
 
 use super::{Backend, Inner, Location, Store, migrations};
 
@@ -21,6 +21,11 @@ const PG_CONNECTIONS: u32 = 8;
 const SQLITE_READERS: u32 = 4;
 /// How long a query waits for a connection, and SQLite for a lock, before it fails.
 const WAIT: Duration = Duration::from_secs(10);
+
+/// Every SQLite connection's settings. WAL: readers never wait for the writer. FULL: every
+/// commit is fsynced before it returns, so an answered request survives a power loss too.
+const SQLITE_PRAGMAS: &str =
+    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;";
 
 /// The file name of the embedded store in the data dir.
 pub const SQLITE_FILE: &str = "scriptbox.db";
@@ -126,23 +131,31 @@ fn set_aside(path: &Path) -> anyhow::Result<PathBuf> {
 /// then left alone).
 async fn sqlite_pools(path: &Path) -> anyhow::Result<Result<Store, String>> {
     let url = sqlite_url(path);
-    let write = match sqlite_pool(&url, 1).await {
-        Ok(pool) => pool,
+    // One plain connection first: a damaged file fails here, at once, rather than in every
+    // pooled connection's set-up until the pool gives up.
+    let mut probe = match AnyConnection::connect(&url).await {
+        Ok(conn) => conn,
         Err(err) if is_damage(&err) => return Ok(Err(err.to_string())),
         Err(err) => return Err(err).context("opening the SQLite store"),
     };
-    let check: Result<(String,), sqlx::Error> =
-        sqlx::query_as("PRAGMA quick_check").fetch_one(&write).await;
-    let damage = match check {
-        Ok((verdict,)) if verdict == "ok" => None,
-        Ok((verdict,)) => Some(verdict),
-        Err(err) if is_damage(&err) => Some(err.to_string()),
-        Err(err) => return Err(err).context("checking the SQLite store"),
+    let check: Result<(String,), sqlx::Error> = match probe.execute(SQLITE_PRAGMAS).await {
+        Ok(_) => {
+            sqlx::query_as("PRAGMA quick_check")
+                .fetch_one(&mut probe)
+                .await
+        }
+        Err(err) => Err(err),
     };
-    if let Some(damage) = damage {
-        write.close().await;
-        return Ok(Err(damage));
+    let _ = probe.close().await;
+    match check {
+        Ok((verdict,)) if verdict == "ok" => {}
+        Ok((verdict,)) => return Ok(Err(verdict)),
+        Err(err) if is_damage(&err) => return Ok(Err(err.to_string())),
+        Err(err) => return Err(err).context("checking the SQLite store"),
     }
+    let write = sqlite_pool(&url, 1)
+        .await
+        .context("opening the SQLite store")?;
     let read = sqlite_pool(&url, SQLITE_READERS)
         .await
         .context("opening the SQLite store")?;
@@ -172,13 +185,7 @@ async fn sqlite_pool(url: &str, connections: u32) -> Result<AnyPool, sqlx::Error
         .acquire_timeout(WAIT)
         .after_connect(|conn, _| {
             Box::pin(async move {
-                // WAL: readers never wait for the writer. FULL: every commit is fsynced
-                // before it returns, so an answered request survives a power loss too.
-                conn.execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                     PRAGMA busy_timeout = 10000;",
-                )
-                .await?;
+                conn.execute(SQLITE_PRAGMAS).await?;
                 Ok(())
             })
         })
@@ -210,6 +217,29 @@ mod tests {
         assert_eq!(
             sqlite_url(Path::new("/var/lib/a b/x?y#z.db")),
             "sqlite:///var/lib/a%20b/x%3Fy%23z.db?mode=rwc"
+        );
+    }
+}
+
+#[cfg(test)]
+mod damage_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_file_that_is_not_a_database_is_set_aside() {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("scriptbox.db");
+        std::fs::write(&path, b"this is not an SQLite database at all, truncated").expect("w");
+        let store = open_sqlite(&path).await.expect("opened");
+        assert!(store.reachable().await);
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        assert!(
+            names.iter().any(|n| n.starts_with("scriptbox.db.damaged-")),
+            "{names:?}"
         );
     }
 }

@@ -285,6 +285,20 @@ impl Service {
         self.get(owner, id).await
     }
 
+    /// Cancels every running task of the owner (its tenant is being deleted), waiting for
+    /// each to stop.
+    pub async fn cancel_all(&self, owner: &str) {
+        let ids: Vec<String> = self
+            .running()
+            .iter()
+            .filter(|(_, r)| r.owner == owner)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            let _ = self.cancel(owner, &id).await;
+        }
+    }
+
     /// Deletes the owner's finished task and its history (a running one is refused: cancel
     /// it first).
     pub async fn delete(&self, owner: &str, id: &str) -> Result<(), TaskError> {

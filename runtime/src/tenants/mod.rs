@@ -1,42 +1,61 @@
 //! Tenants: who is calling, what they own and how fast they may go.
 //!
-//! Each tenant owns one [`Registry`] (its tools, scripts folder, scratch folders and quotas),
-//! so isolation is structural: a lookup by alias can only ever find the caller's own tools.
+//! Each tenant owns one [`Registry`] (its tools, scripts, scratch folders and quotas), so
+//! isolation is structural: a lookup by alias can only ever find the caller's own tools.
 //! Keys are kept only as SHA-256 digests and compared in constant time. With no tenants
 //! declared the server has one keyless `local` tenant (the config refuses that on a
 //! non-loopback address).
+//!
+//! Tenants come from the config file (read-only) and from the admin API ([`admin`]: created,
+//! given keys, keys revoked, deleted), whose records live in the store and come back at
+//! start ([`Tenants::restore`]).
 
+mod admin;
+mod build;
 mod failures;
 mod strategy;
 
-pub use strategy::{ErrorStrategy, Strategies};
-
+pub use admin::{AdminError, IssuedKey, KeyInfo, MAX_KEYS, NewTenant};
 pub use failures::address_key;
+pub use strategy::{ErrorStrategy, Strategies};
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::num::NonZeroU32;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use governor::DefaultDirectRateLimiter;
 use governor::clock::{Clock as _, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
-use crate::config::{Config, LOCAL_TENANT, Policy, Quotas, Role, parse_key_hash};
+use crate::config::{Config, LOCAL_TENANT, Policy, Role, parse_key_hash};
 use crate::jobs::Jobs;
 use crate::native::NativeModules;
-use crate::registry::{Registry, ScratchQuota, Settings, Shared};
-use crate::sandbox::{LimitOverrides, Limits, Sandbox};
+use crate::registry::{Registry, Shared};
+use crate::sandbox::{LimitOverrides, Sandbox};
+use crate::scripts::Scripts;
+use crate::store::Store;
+use build::{Parts, Spec};
 use failures::FailureWindow;
+
+/// Where a tenant was declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// The config file (or the keyless local tenant): read-only through the API.
+    Config,
+    /// The admin API: recorded in the store.
+    Api,
+}
 
 /// One tenant at run time.
 pub struct Tenant {
     pub id: String,
     pub role: Role,
+    pub origin: Origin,
     pub registry: Arc<Registry>,
     /// The largest request body this tenant may send.
     pub max_body_bytes: usize,
@@ -45,16 +64,19 @@ pub struct Tenant {
     /// How the tenant's failing calls are answered.
     pub strategies: Strategies,
     /// The tenant's log folder (`executeWithLogging`'s `log_file`).
-    pub log_dir: std::path::PathBuf,
+    pub log_dir: PathBuf,
     /// Task quotas: running at once, and kept.
     pub max_running_tasks: usize,
     pub max_tasks: usize,
     pub task_store_bytes: u64,
     /// Bytes of installed packages all its environments may hold.
     pub packages_bytes: u64,
+    /// What its uploaded scripts may take.
+    pub script_quotas: crate::scripts::Quotas,
     /// What its tools may reach beyond the sandbox, and whether it may install packages.
     pub policy: Policy,
     rate: DefaultDirectRateLimiter,
+    store: Store,
 }
 
 impl Tenant {
@@ -92,101 +114,114 @@ pub enum AuthError {
     LockedOut { retry_after: Duration },
 }
 
+/// A key digest and the tenant it selects (`id`: keys made through the API have one).
+struct Key {
+    id: Option<String>,
+    digest: [u8; 32],
+    created_at: Option<f64>,
+    tenant: Arc<Tenant>,
+}
+
+#[derive(Default)]
+struct Table {
+    by_id: BTreeMap<String, Arc<Tenant>>,
+    keys: Vec<Key>,
+}
+
 /// Every tenant, and the keys that select them.
 pub struct Tenants {
-    by_id: BTreeMap<String, Arc<Tenant>>,
-    keys: Vec<([u8; 32], Arc<Tenant>)>,
+    table: RwLock<Table>,
     /// The keyless tenant, when none are declared.
     open: Option<Arc<Tenant>>,
     failures: FailureWindow,
+    parts: Parts,
 }
 
 impl Tenants {
-    /// Builds every tenant's registry from the config.
+    /// Builds the config's tenants (those made through the API come back with
+    /// [`Tenants::restore`]).
     pub fn build(
         config: &Config,
         sandbox: &Sandbox,
         shared: &Shared,
         native: &NativeModules,
+        store: &Store,
+        scripts: &Scripts,
     ) -> anyhow::Result<Self> {
-        let scratch_root = config.data_dir.join("scratch");
+        let parts = Parts {
+            config: config.clone(),
+            sandbox: sandbox.clone(),
+            shared: shared.clone(),
+            native: native.clone(),
+            store: store.clone(),
+            scripts: scripts.clone(),
+        };
         let failures = FailureWindow::new(config.http.auth_failures_per_minute);
-        let server_limits = |q: &Quotas| Quotas {
-            max_tools: q.max_tools.min(config.max_tools),
-            max_concurrent_calls: q.max_concurrent_calls.min(config.max_concurrent_calls),
-            max_body_bytes: q.max_body_bytes.min(config.max_body_bytes),
-            ..q.clone()
-        };
-        let parts = TenantParts {
-            config,
-            sandbox,
-            shared,
-            native,
-            scratch_root: &scratch_root,
-        };
+        let mut table = Table::default();
+        let mut open = None;
         if config.tenants.is_empty() {
-            let tenant = Arc::new(make_tenant(
-                TenantSpec {
-                    id: LOCAL_TENANT,
-                    role: Role::Admin,
-                    scripts_dir: &config.scripts_dir,
-                    quotas: &server_limits(&config.quotas),
-                    limits: config.limits,
-                    defaults: LimitOverrides::default(),
-                    policy: &config.policy,
-                },
-                parts,
-            )?);
-            return Ok(Self {
-                by_id: BTreeMap::from([(LOCAL_TENANT.to_owned(), Arc::clone(&tenant))]),
-                keys: Vec::new(),
-                open: Some(tenant),
-                failures,
-            });
+            let tenant = Arc::new(parts.make(Spec {
+                id: LOCAL_TENANT,
+                role: Role::Admin,
+                origin: Origin::Config,
+                scripts_dir: &config.scripts_dir,
+                quotas: &config.quotas,
+                limits: config.limits,
+                defaults: LimitOverrides::default(),
+                policy: &config.policy,
+            })?);
+            table
+                .by_id
+                .insert(LOCAL_TENANT.to_owned(), Arc::clone(&tenant));
+            open = Some(tenant);
+        } else {
+            warn_if_oversubscribed(config);
         }
-        let tools: usize = config.tenants.iter().map(|t| t.quotas.max_tools).sum();
-        let calls: usize = config
-            .tenants
-            .iter()
-            .map(|t| t.quotas.max_concurrent_calls)
-            .sum();
-        if tools > config.max_tools || calls > config.max_concurrent_calls {
-            tracing::warn!(
-                tools,
-                calls,
-                server_tools = config.max_tools,
-                server_calls = config.max_concurrent_calls,
-                "the tenants' quotas add up to more than the server's totals: a busy tenant \
-                 can take slots the others were promised (they get 503 overloaded)"
-            );
-        }
-        let mut by_id = BTreeMap::new();
-        let mut keys = Vec::new();
         for declared in &config.tenants {
-            let tenant = Arc::new(make_tenant(
-                TenantSpec {
-                    id: &declared.id,
-                    role: declared.role,
-                    scripts_dir: &declared.scripts_dir,
-                    quotas: &server_limits(&declared.quotas),
-                    limits: declared.limits.unwrap_or(config.limits),
-                    defaults: declared.default_limits,
-                    policy: &declared.policy,
-                },
-                parts,
-            )?);
+            let tenant = Arc::new(parts.make(Spec {
+                id: &declared.id,
+                role: declared.role,
+                origin: Origin::Config,
+                scripts_dir: &declared.scripts_dir,
+                quotas: &declared.quotas,
+                limits: declared.limits.unwrap_or(config.limits),
+                defaults: declared.default_limits,
+                policy: &declared.policy,
+            })?);
             for hash in &declared.api_key_sha256 {
                 let digest = parse_key_hash(hash).context("a key hash the config check missed")?;
-                keys.push((digest, Arc::clone(&tenant)));
+                table.keys.push(Key {
+                    id: None,
+                    digest,
+                    created_at: None,
+                    tenant: Arc::clone(&tenant),
+                });
             }
-            by_id.insert(declared.id.clone(), tenant);
+            table.by_id.insert(declared.id.clone(), tenant);
         }
         Ok(Self {
-            by_id,
-            keys,
-            open: None,
+            table: RwLock::new(table),
+            open,
             failures,
+            parts,
         })
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Table> {
+        self.table.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Table> {
+        self.table.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Brings back the tenants made through the API, then every tenant's recorded tools,
+    /// settings and jobs. A record that cannot be used is logged and skipped.
+    pub async fn restore(&self) {
+        self.restore_api_tenants().await;
+        for tenant in self.all() {
+            tenant.restore().await;
+        }
     }
 
     /// Whether requests need a key.
@@ -194,130 +229,73 @@ impl Tenants {
         self.open.is_some()
     }
 
-    /// The tenant a request's key selects.
+    /// The tenant a request's key selects. On a keyless server a request without a key (or
+    /// with one that matches no tenant made through the API) is the local tenant's.
     pub fn authenticate(
         &self,
         key: Option<&[u8]>,
         client: IpAddr,
     ) -> Result<Arc<Tenant>, AuthError> {
-        if let Some(open) = &self.open {
-            return Ok(Arc::clone(open));
-        }
-        let key = key.ok_or(AuthError::MissingKey)?;
-        if let Some(retry_after) = self.failures.locked_out(client) {
+        let Some(key) = key else {
+            return self.open.clone().ok_or(AuthError::MissingKey);
+        };
+        if self.open.is_none()
+            && let Some(retry_after) = self.failures.locked_out(client)
+        {
             return Err(AuthError::LockedOut { retry_after });
         }
         let digest: [u8; 32] = Sha256::digest(key).into();
         // Every stored digest is compared, each in constant time.
         let mut found = None;
-        for (stored, tenant) in &self.keys {
-            if bool::from(stored.ct_eq(&digest)) {
-                found = Some(tenant);
+        for stored in &self.read().keys {
+            if bool::from(stored.digest.ct_eq(&digest)) {
+                found = Some(Arc::clone(&stored.tenant));
             }
         }
-        match found {
-            Some(tenant) => Ok(Arc::clone(tenant)),
-            None => {
+        match (found, &self.open) {
+            (Some(tenant), _) => Ok(tenant),
+            (None, Some(open)) => Ok(Arc::clone(open)),
+            (None, None) => {
                 self.failures.record(client);
                 Err(AuthError::InvalidKey)
             }
         }
     }
 
-    pub fn get(&self, id: &str) -> Option<&Arc<Tenant>> {
-        self.by_id.get(id)
+    pub fn get(&self, id: &str) -> Option<Arc<Tenant>> {
+        self.read().by_id.get(id).cloned()
     }
 
-    pub fn all(&self) -> impl Iterator<Item = &Arc<Tenant>> {
-        self.by_id.values()
+    /// Every tenant, by id.
+    pub fn all(&self) -> Vec<Arc<Tenant>> {
+        self.read().by_id.values().cloned().collect()
     }
 
     /// Drops every tenant's tools (at shutdown).
     pub fn clear(&self) {
-        for tenant in self.by_id.values() {
+        for tenant in self.all() {
             tenant.registry.clear();
         }
     }
 }
 
-/// What every tenant is built from.
-#[derive(Clone, Copy)]
-struct TenantParts<'a> {
-    config: &'a Config,
-    sandbox: &'a Sandbox,
-    shared: &'a Shared,
-    native: &'a NativeModules,
-    scratch_root: &'a Path,
-}
-
-/// One tenant's own settings.
-struct TenantSpec<'a> {
-    id: &'a str,
-    role: Role,
-    scripts_dir: &'a Path,
-    quotas: &'a Quotas,
-    limits: Limits,
-    defaults: LimitOverrides,
-    policy: &'a Policy,
-}
-
-fn make_tenant(spec: TenantSpec<'_>, parts: TenantParts<'_>) -> anyhow::Result<Tenant> {
-    let TenantSpec {
-        id,
-        role,
-        scripts_dir,
-        quotas,
-        limits,
-        defaults,
-        policy,
-    } = spec;
-    let scripts = scripts_dir
-        .canonicalize()
-        .with_context(|| format!("tenant {id:?}: scripts directory {}", scripts_dir.display()))?;
-    let scratch = (quotas.scratch_bytes > 0).then(|| ScratchQuota {
-        root: parts.scratch_root.join(id),
-        max_bytes: quotas.scratch_bytes,
-        max_files: quotas.scratch_files,
-    });
-    let registry = Registry::new(
-        parts.sandbox.clone(),
-        Settings {
-            limits,
-            defaults,
-            max_tools: quotas.max_tools,
-            max_concurrent_calls: quotas.max_concurrent_calls,
-            queue_depth: parts.config.queue_depth,
-            scripts,
-            scratch,
-            max_open_files: quotas.max_open_files,
-            venvs_root: parts.config.data_dir.join("envs").join(id),
-            native: crate::native::Access {
-                modules: parts.native.clone(),
-                policy: policy.clone(),
-                slots: Arc::new(tokio::sync::Semaphore::new(
-                    (parts.config.native.max_concurrent_calls / 2).max(1),
-                )),
-            },
-        },
-        parts.shared.clone(),
-    );
-    let per_second = NonZeroU32::new(quotas.requests_per_second).context("requests_per_second")?;
-    let burst = NonZeroU32::new(quotas.burst).context("burst")?;
-    Ok(Tenant {
-        id: id.to_owned(),
-        role,
-        registry: Arc::new(registry),
-        max_body_bytes: quotas.max_body_bytes,
-        jobs: Jobs::new(quotas.max_jobs, Duration::from_secs(quotas.job_ttl_s)),
-        strategies: Strategies::default(),
-        log_dir: parts.config.data_dir.join("logs").join(id),
-        max_running_tasks: quotas.max_running_tasks,
-        max_tasks: quotas.max_tasks,
-        task_store_bytes: quotas.task_store_bytes,
-        packages_bytes: quotas.packages_bytes,
-        policy: policy.clone(),
-        rate: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
-    })
+fn warn_if_oversubscribed(config: &Config) {
+    let tools: usize = config.tenants.iter().map(|t| t.quotas.max_tools).sum();
+    let calls: usize = config
+        .tenants
+        .iter()
+        .map(|t| t.quotas.max_concurrent_calls)
+        .sum();
+    if tools > config.max_tools || calls > config.max_concurrent_calls {
+        tracing::warn!(
+            tools,
+            calls,
+            server_tools = config.max_tools,
+            server_calls = config.max_concurrent_calls,
+            "the tenants' quotas add up to more than the server's totals: a busy tenant \
+             can take slots the others were promised (they get 503 overloaded)"
+        );
+    }
 }
 
 /// The SHA-256 of a key as the config stores it.

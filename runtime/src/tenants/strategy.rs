@@ -58,6 +58,13 @@ impl Strategies {
         inner.1.get(alias).copied().unwrap_or(inner.0)
     }
 
+    /// Whether [`Strategies::set`] would take `alias` (the per-alias table has room for it).
+    pub fn can_set(&self, alias: Option<&str>) -> bool {
+        let inner = self.inner();
+        alias
+            .is_none_or(|alias| inner.1.len() < MAX_ALIAS_STRATEGIES || inner.1.contains_key(alias))
+    }
+
     /// Sets the tenant's default, or one alias's strategy; `false` if the per-alias table is
     /// full.
     pub fn set(&self, alias: Option<&str>, strategy: ErrorStrategy) -> bool {

@@ -43,7 +43,7 @@ pub const ERROR_CODES: &[CodeDoc] = &[
     code(
         "not_found",
         404,
-        "unknown alias, unknown script, no such public function, unknown route",
+        "unknown alias, unknown script or script version, no such public function, unknown route, another tenant's script",
     ),
     code("method_not_allowed", 405, "wrong HTTP method for a route"),
     code("alias_exists", 409, "`load` with an alias already in use"),
@@ -276,7 +276,7 @@ pub const ERROR_CODES: &[CodeDoc] = &[
     code(
         "quota_exceeded",
         507,
-        "`installPackage`: the tenant's packages would pass `packages_bytes`",
+        "`installPackage`: the tenant's packages would pass `packages_bytes`; `PUT /scripts`: its scripts would pass `max_scripts` or `scripts_bytes` (`details.quota` names it)",
     ),
     code(
         "no_network",
@@ -307,6 +307,51 @@ pub const ERROR_CODES: &[CodeDoc] = &[
         "too_many_tasks",
         429,
         "the tenant already runs `max_running_tasks` tasks, or keeps `max_tasks`",
+    ),
+    code(
+        "unsupported_media_type",
+        415,
+        "`PUT /scripts/{name}`: the body is neither `text/x-python` (a module) nor `application/zip` (a package)",
+    ),
+    code(
+        "invalid_package",
+        400,
+        "`PUT /scripts/{name}`: the package's zip has a path outside it, a link, an encrypted or duplicate entry, too many entries, no `__init__.py`, or a `.py` that is not UTF-8; nothing is stored",
+    ),
+    code(
+        "syntax_error",
+        422,
+        "`PUT /scripts/{name}`: a `.py` does not compile (`details: {file, line, column, message}`); nothing is stored",
+    ),
+    code(
+        "script_too_complex",
+        422,
+        "`PUT /scripts/{name}`: compiling the script passed the syntax check's fuel or deadline",
+    ),
+    code(
+        "script_in_use",
+        409,
+        "`DELETE /scripts/{name}`: loaded tools run the script (`details.tools`); unload them or pass `force=true`",
+    ),
+    code(
+        "tenant_exists",
+        409,
+        "`POST /admin/tenants`: a tenant of that id exists",
+    ),
+    code(
+        "read_only_tenant",
+        409,
+        "`/admin/tenants/{id}`: the tenant is declared in the config file, so it is changed there",
+    ),
+    code(
+        "too_many_keys",
+        429,
+        "`POST /admin/tenants/{id}/keys`: the tenant holds 16 keys",
+    ),
+    code(
+        "too_many_tenants",
+        429,
+        "`POST /admin/tenants`: the server holds 10,000 tenants made through the API",
     ),
     code(
         "task_state",

@@ -43,20 +43,30 @@ pub struct LimitOverridesSchema {
 #[schema(as = ToolInfo)]
 pub struct ToolInfoSchema {
     alias: String,
-    /// The script it was loaded from (a module of the tenant's scripts folder).
+    /// The script it was loaded from (the tenant's own, or a shared one).
     script_name: String,
+    /// The script version it runs: the SHA-256 of the tenant's script version, or of the
+    /// shared script's file when it was loaded. A tool keeps its version until reloaded.
+    script_version: String,
+    /// `tenant` (the tenant's own script) or `shared` (the server's scripts folder).
+    script_source: String,
     limits: LimitsSchema,
     /// `persistent` (one instance keeps state across calls) or `isolated` (every call in an
     /// instance no earlier call touched).
     mode: String,
     /// The interpreter image its latest instance started from: `scientific` (numpy and pandas
     /// already imported: the tool imports one of them), `driver`, or `base` (the images are not
-    /// ready, are off, or do not fit the tool's memory cap).
-    image: crate::sandbox::ImageKind,
+    /// ready, are off, or do not fit the tool's memory cap); `null` while a tool restored
+    /// after a restart has not started yet.
+    image: Option<crate::sandbox::ImageKind>,
     /// Calls (of any kind) made to it since it was loaded.
     calls: u64,
     /// Times its instance was replaced (after a fault, a memory cap or a cancellation).
     resets: u64,
+    /// When the tool was re-established from the store after a restart (seconds since the
+    /// epoch); absent for a tool loaded since. Its module state (variables, objects) did not
+    /// survive: its first answer after the restart carries `state_reset: true`.
+    restored_at: Option<f64>,
 }
 
 /// Where a job is.
@@ -67,6 +77,7 @@ pub enum JobStatusSchema {
     Succeeded,
     Failed,
     Cancelled,
+    Interrupted,
 }
 
 /// A `callAsync` job.

@@ -125,7 +125,11 @@ fn mirrored_schemas_match_the_real_types() {
 
     // Exhaustive matches: a new variant stops this test compiling until its mirror has it.
     let _ = |status: JobStatus| match status {
-        JobStatus::Running | JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled => {}
+        JobStatus::Running
+        | JobStatus::Succeeded
+        | JobStatus::Failed
+        | JobStatus::Cancelled
+        | JobStatus::Interrupted => {}
     };
     let _ = |strategy: ErrorStrategy| match strategy {
         ErrorStrategy::Throw | ErrorStrategy::ReturnDefault | ErrorStrategy::LogAndContinue => {}
@@ -150,11 +154,14 @@ fn mirrored_schemas_match_the_real_types() {
             serialised_names(&[ToolInfo {
                 alias: "a".into(),
                 script_name: "s".into(),
+                script_version: "v".into(),
+                script_source: crate::scripts::Source::Tenant,
                 limits,
                 mode: crate::registry::Mode::Isolated,
-                image: crate::sandbox::ImageKind::Scientific,
+                image: Some(crate::sandbox::ImageKind::Scientific),
                 calls: 1,
                 resets: 0,
+                restored_at: Some(1.0),
             }]),
             schema_names(ToolInfoSchema::schema()),
             "ToolInfo",
@@ -179,6 +186,7 @@ fn mirrored_schemas_match_the_real_types() {
                 JobStatus::Succeeded,
                 JobStatus::Failed,
                 JobStatus::Cancelled,
+                JobStatus::Interrupted,
             ]),
             schema_names(JobStatusSchema::schema()),
             "JobStatus",
