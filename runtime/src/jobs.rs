@@ -87,6 +87,8 @@ pub enum JobError {
     NotFound,
     #[error("the job could not be recorded")]
     Store,
+    #[error("the job runs on another node")]
+    Elsewhere,
 }
 
 pub struct Jobs {
@@ -266,8 +268,44 @@ impl Jobs {
         Some(entry.view.clone())
     }
 
-    /// The job, unless it expired.
-    pub fn get(&self, id: &str) -> Result<JobView, JobError> {
+    /// The job, unless it expired: this node's, or one another node recorded (read from
+    /// the store: a tenant's jobs move with it when its node stops).
+    pub async fn get(&self, id: &str) -> Result<JobView, JobError> {
+        match self.get_local(id) {
+            Err(JobError::NotFound) => self.get_recorded(id).await,
+            found => found,
+        }
+    }
+
+    async fn get_recorded(&self, id: &str) -> Result<JobView, JobError> {
+        let record = match self.store.job(&self.owner, id).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return Err(JobError::NotFound),
+            Err(err) => {
+                tracing::error!(owner = %self.owner, cause = %err, "could not read a job");
+                return Err(JobError::Store);
+            }
+        };
+        let expired = record
+            .finished_at
+            .is_some_and(|at| unix_now() - at >= self.ttl.as_secs_f64());
+        if expired {
+            return Err(JobError::NotFound);
+        }
+        let raw = |text: Option<String>| text.and_then(|t| RawValue::from_string(t).ok());
+        Ok(JobView {
+            job_id: record.id,
+            alias: record.alias,
+            function_name: record.function_name,
+            status: JobStatus::parse(&record.status).ok_or(JobError::Store)?,
+            created_at: record.created_at,
+            finished_at: record.finished_at,
+            result: raw(record.result),
+            error: raw(record.error),
+        })
+    }
+
+    fn get_local(&self, id: &str) -> Result<JobView, JobError> {
         let mut table = self.table();
         let expired = table
             .get(id)
@@ -282,9 +320,19 @@ impl Jobs {
             .ok_or(JobError::NotFound)
     }
 
-    /// Cancels a running job (its guest is stopped) or forgets a finished one; recorded.
+    /// Cancels a running job (its guest is stopped) or forgets a finished one; recorded. A
+    /// job another node runs cannot be cancelled here; one it finished is forgotten.
     pub async fn cancel(&self, id: &str) -> Result<JobView, JobError> {
-        let (view, forgotten) = self.cancel_now(id)?;
+        let (view, forgotten) = match self.cancel_now(id) {
+            Err(JobError::NotFound) => {
+                let view = self.get_recorded(id).await?;
+                if view.status == JobStatus::Running {
+                    return Err(JobError::Elsewhere);
+                }
+                (view, true)
+            }
+            other => other?,
+        };
         let recorded = if forgotten {
             self.store.delete_job(&self.owner, id).await
         } else {
@@ -352,7 +400,7 @@ mod tests {
         jobs.finish(&a, Ok(one())).await;
         // finished with a zero TTL: swept to make room
         assert!(jobs.start("t", "f").await.is_ok());
-        assert_eq!(jobs.get(&a).map(|_| ()), Err(JobError::NotFound));
+        assert_eq!(jobs.get(&a).await.map(|_| ()), Err(JobError::NotFound));
     }
 
     #[tokio::test]
@@ -365,10 +413,13 @@ mod tests {
         assert!(cancelled.try_recv().is_ok());
         // a late finish does not overwrite the cancellation
         jobs.finish(&id, Ok(one())).await;
-        assert_eq!(jobs.get(&id).expect("kept").status, JobStatus::Cancelled);
+        assert_eq!(
+            jobs.get(&id).await.expect("kept").status,
+            JobStatus::Cancelled
+        );
         // a second delete forgets it
         jobs.cancel(&id).await.expect("forget");
-        assert_eq!(jobs.get(&id).map(|_| ()), Err(JobError::NotFound));
+        assert_eq!(jobs.get(&id).await.map(|_| ()), Err(JobError::NotFound));
     }
 
     #[tokio::test]
@@ -381,19 +432,22 @@ mod tests {
         // A new process: the store marks what was running interrupted when it opens.
         let store = store(&dir).await;
         assert_eq!(
-            store.interrupt_jobs(unix_now()).await.expect("interrupt"),
+            store
+                .interrupt_jobs(unix_now(), unix_now())
+                .await
+                .expect("interrupt"),
             1
         );
         let after = Jobs::new("o", 4, Duration::from_secs(60), store);
         after.restore().await;
-        let view = after.get(&done).expect("finished job kept");
+        let view = after.get(&done).await.expect("finished job kept");
         assert_eq!(view.status, JobStatus::Succeeded);
         assert_eq!(
             view.result.map(|r| r.get().to_owned()).as_deref(),
             Some("1")
         );
         assert_eq!(
-            after.get(&running).expect("kept").status,
+            after.get(&running).await.expect("kept").status,
             JobStatus::Interrupted
         );
         assert_eq!(after.running(), 0);

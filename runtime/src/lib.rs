@@ -7,6 +7,8 @@
 //! the picture):
 //!
 //! * [`server`] — assembles the parts and serves a listener until shutdown (the accept loop).
+//! * [`cluster`] — this node among others on one store: its id, heartbeat, the changes of
+//!   other nodes applied to its tenants, its task leases.
 //! * [`http`] — the edge: axum router, handlers by route family, the one `ApiError`
 //!   (`answer` maps call outcomes and registry refusals to it), the response envelope, auth,
 //!   the OpenAPI document. Nothing below it imports axum. (An MCP edge will sit beside it.)
@@ -40,6 +42,7 @@
 
 pub mod artifacts;
 pub mod bench;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod guest;

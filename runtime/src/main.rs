@@ -75,6 +75,14 @@ struct ServeArgs {
     cache_dir: Option<PathBuf>,
     #[arg(long, env = "SCRIPTBOX_ARTIFACTS_DIR")]
     artifacts_dir: Option<PathBuf>,
+    /// The store: a `postgres://` URL shared by the nodes of a cluster (default: SQLite in
+    /// the data dir). Prefer the environment variable: a URL with a password on the command
+    /// line is visible to other users.
+    #[arg(long, env = "SCRIPTBOX_STORE", hide_env_values = true)]
+    store: Option<String>,
+    /// This node's id (default: made once, kept in the data dir).
+    #[arg(long, env = "SCRIPTBOX_NODE_ID")]
+    node_id: Option<String>,
 }
 
 impl ServeArgs {
@@ -100,6 +108,12 @@ impl ServeArgs {
         }
         if let Some(dir) = self.artifacts_dir {
             config.artifacts_dir = dir;
+        }
+        if let Some(url) = self.store {
+            config.store.url = Some(url);
+        }
+        if let Some(id) = self.node_id {
+            config.cluster.node_id = Some(id);
         }
         config.validate()?;
         Ok(config)

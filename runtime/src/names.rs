@@ -121,6 +121,14 @@ pub fn granted_guest_path(path: &str, roots: &[&str]) -> Option<String> {
     Some(trimmed.to_owned())
 }
 
+/// A node's id: 1-64 of `[A-Za-z0-9_.-]`.
+pub fn is_node_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
 /// A native module's name: 1-64 of `[a-z0-9_]`, starting with a letter.
 pub fn is_native_module(name: &str) -> bool {
     (1..=64).contains(&name.len())

@@ -28,16 +28,20 @@ use crate::native::NativeModules;
 use crate::registry::Shared;
 use crate::sandbox::{Mounts, Sandbox};
 use crate::scripts::Scripts;
-use crate::store::Store;
+use crate::store::{Location, Store};
 use crate::tenants::{Tenants, address_key};
 use crate::{artifacts, guest};
 
 /// Everything a running server holds.
 #[derive(Clone)]
 pub struct Server {
+    /// The configuration it was built from.
+    pub config: Config,
     pub tenants: Arc<Tenants>,
     /// Every tenant's tasks (in the store).
     pub tasks: Arc<crate::tasks::Service>,
+    /// Where the change log stood when the records were restored (followed from there).
+    mark: crate::cluster::Mark,
     pub max_body_bytes: usize,
     pub http: HttpLimits,
     /// The trusted native modules (`modules/`).
@@ -78,12 +82,19 @@ impl Server {
         kinds: crate::tasks::Kinds,
     ) -> anyhow::Result<Self> {
         config.validate()?;
-        let store = Store::open(&Store::in_data_dir(&config.data_dir)).await?;
-        let interrupted = store.interrupt_jobs(crate::store::now()).await?;
+        let node = crate::cluster::node_id(config)?;
+        let location = match &config.store.url {
+            Some(url) => Location::Postgres(url.clone()),
+            None => Store::in_data_dir(&config.data_dir),
+        };
+        let store = Store::open(&location).await?.for_node(&node);
+        let now = crate::store::now();
+        let lease = Duration::from_secs(config.cluster.task_lease_s);
+        let interrupted = store.interrupt_jobs(now, now - lease.as_secs_f64()).await?;
         if interrupted > 0 {
             tracing::warn!(
                 interrupted,
-                "callAsync jobs left running by the previous process are marked interrupted"
+                "callAsync jobs left running by a stopped process are marked interrupted"
             );
         }
         let driver = guest::install_driver(&config.data_dir)?;
@@ -107,19 +118,26 @@ impl Server {
         });
         let scripts = Scripts::new(store.clone(), sandbox.clone(), &config.data_dir)
             .context("preparing the scripts folder")?;
-        let tenants = Tenants::build(config, &sandbox, &shared, &native, &store, &scripts)?;
+        let packages = Arc::new(crate::packages::Packages::new(
+            &config.packages,
+            &config.data_dir,
+            store.clone(),
+        ));
+        let tenants = Tenants::build(
+            config, &sandbox, &shared, &native, &store, &scripts, &packages,
+        )?;
+        let mark = crate::cluster::mark(&store).await;
         tenants.restore().await;
-        let tasks = crate::tasks::Service::open(store.clone(), kinds).await?;
+        let tasks = crate::tasks::Service::open(store.clone(), kinds, lease);
         Ok(Self {
             tenants: Arc::new(tenants),
+            config: config.clone(),
             tasks,
+            mark,
             max_body_bytes: config.max_body_bytes,
             http: config.http.clone(),
             native,
-            packages: Arc::new(crate::packages::Packages::new(
-                &config.packages,
-                &config.data_dir,
-            )),
+            packages,
             sandbox,
             scripts,
             store,
@@ -142,6 +160,14 @@ impl Server {
             tokio::spawn(async move { sandbox.prepare_images(&plain, &cache_dir).await });
         }
         self.native.restore().await;
+        // Heartbeat, changes from other nodes, task leases: until this function returns.
+        let _background = crate::cluster::start(
+            &self.config,
+            &self.store,
+            &self.tenants,
+            &self.tasks,
+            self.mark,
+        );
         let app = http::router(AppState {
             tenants: Arc::clone(&self.tenants),
             max_body_bytes: self.max_body_bytes,
@@ -151,6 +177,7 @@ impl Server {
             packages: Arc::clone(&self.packages),
             sandbox: self.sandbox.clone(),
             scripts: self.scripts.clone(),
+            store: self.store.clone(),
         });
         let connections = Arc::new(Semaphore::new(self.http.max_connections));
         let per_address = PerAddress::new(self.http.max_connections_per_ip);

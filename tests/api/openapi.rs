@@ -214,6 +214,11 @@ async fn the_document_covers_every_route_of_the_api_reference_and_no_other() {
             if status.starts_with('4') || status.starts_with('5') {
                 let schema = &response["content"]["application/json"]["schema"];
                 let target = schema["$ref"].as_str().unwrap_or_default();
+                // /health's 503 is its own body (the store unreachable), for proxies to read.
+                if path == "/health" && status == "503" {
+                    assert!(target.ends_with("/Envelope_Health"), "{schema}");
+                    continue;
+                }
                 assert!(
                     target.ends_with("/ErrorEnvelope") || target.ends_with("/ExecuteFailure"),
                     "{method} {path} {status}: not the error envelope: {schema}"

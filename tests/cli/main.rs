@@ -2,7 +2,7 @@
 //! SIGTERM with an in-flight call that is allowed to finish. (A test target of the `scriptbox`
 //! package, see runtime/Cargo.toml, so Cargo builds the binary first.)
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,9 +39,12 @@ impl Drop for Running {
     }
 }
 
+mod cluster;
 mod control_plane_crash;
 mod layout;
 mod one_build;
+#[path = "../services.rs"]
+mod services;
 mod tasks_crash;
 
 /// Starts the binary and returns it with the address it logged.
@@ -76,18 +79,26 @@ fn serve_in(dir: &Path, config: &str, env: &[(&str, &str)]) -> (Running, String)
     let mut child = command.spawn().expect("spawn");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
+    // Everything it logs is also kept in <dir>/server.log, to read when a test fails.
+    let mut log = std::fs::File::create(dir.join("server.log")).expect("server.log");
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(log, "{line}");
             let _ = tx.send(line);
         }
     });
     // A cold module cache means one compile (minutes); a warm one, milliseconds.
     let deadline = Instant::now() + Duration::from_secs(600);
+    let mut said = Vec::new();
     let addr = loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .expect("no 'listening' line from the server");
+        let line = rx.recv_timeout(left).unwrap_or_else(|err| {
+            panic!(
+                "no 'listening' line from the server ({err}); it said:\n{}",
+                said.join("\n")
+            )
+        });
+        said.push(line.clone());
         if let Some(rest) = line.split("addr=").nth(1) {
             break rest.split_whitespace().next().expect("addr").to_owned();
         }

@@ -1,22 +1,34 @@
 //! The store's own suite: every record kind written and read back, the rules the store keeps
-//! inside its transactions (script quotas and pruning, owner deletion), and what a new
-//! process finds (migrations run once, interrupted jobs), against each backend the tests can
-//! start. (SQLite here; the PostgreSQL backend joins the same list when the scale-out work
-//! starts a server for the tests.)
+//! inside its transactions (script quotas and pruning, owner deletion, task leases), and
+//! what a new process finds (migrations run once, interrupted jobs), against both backends:
+//! SQLite in a temporary folder and a real PostgreSQL server the test starts.
 
 use scriptbox::store::jobs::JobRecord;
 use scriptbox::store::scripts::{NewVersion, Put, ScriptQuota, ScriptQuotas};
 use scriptbox::store::tenants::{KeyRecord, TenantRecord};
 use scriptbox::store::tools::ToolRecord;
-use scriptbox::store::{Location, Store};
+use scriptbox::store::{Backend, Location, Store};
+use scriptbox_tests::services::Postgres;
 
-/// A fresh store of each backend, with whatever keeps it alive.
-async fn stores() -> Vec<(Store, tempfile::TempDir)> {
+/// What keeps a test's store alive (its folder, its server), dropped at the test's end.
+type Keep = Box<dyn std::any::Any>;
+
+/// A fresh store of each backend.
+async fn stores() -> Vec<(Store, Keep)> {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&Location::Sqlite(dir.path().join("store.db")))
+    let sqlite = Store::open(&Location::Sqlite(dir.path().join("store.db")))
         .await
-        .expect("sqlite store");
-    vec![(store, dir)]
+        .expect("sqlite store")
+        .for_node("n1");
+    let pg = tokio::task::spawn_blocking(Postgres::start)
+        .await
+        .expect("postgres");
+    let postgres = Store::open(&Location::Postgres(pg.database("suite")))
+        .await
+        .expect("postgres store")
+        .for_node("n1");
+    assert_eq!(postgres.backend(), Backend::Postgres);
+    vec![(sqlite, Box::new(dir)), (postgres, Box::new(pg))]
 }
 
 const QUOTAS: ScriptQuotas = ScriptQuotas {
@@ -220,7 +232,10 @@ async fn jobs_are_interrupted_by_a_new_process_and_expire() {
         done.finished_at = Some(10.0);
         done.result = Some("42".into());
         store.finish_job(&done).await.expect("finish");
-        assert_eq!(store.interrupt_jobs(20.0).await.expect("interrupt"), 1);
+        assert_eq!(
+            store.interrupt_jobs(20.0, 20.0).await.expect("interrupt"),
+            1
+        );
         let jobs = store.jobs("o").await.expect("jobs");
         assert_eq!(jobs[0].status, "succeeded");
         assert_eq!(jobs[0].result.as_deref(), Some("42"));
@@ -286,7 +301,7 @@ async fn tenants_keys_and_everything_an_owner_has_go_together() {
             .expect("tool");
         store.put_setting("acme", "k", "1").await.expect("setting");
         store
-            .insert_task("task1", "acme", "n", "{}", &[("s", "call")])
+            .insert_task("task1", "acme", "n", "{}", &[("s", "call")], 0.0)
             .await
             .expect("task");
         put(&store, "acme", &version("s", "v", b"x")).await;
@@ -302,6 +317,100 @@ async fn tenants_keys_and_everything_an_owner_has_go_together() {
         assert!(store.scripts("acme").await.expect("scripts").is_empty());
         assert_eq!(store.task_count("acme").await.expect("tasks"), 0);
         assert_eq!(store.tools("other").await.expect("tools").len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn task_leases_are_held_by_one_node_and_taken_over_when_they_expire() {
+    for (store, _keep) in stores().await {
+        let (a, b) = (store.for_node("a"), store.for_node("b"));
+        a.insert_task("t1", "o", "n", "{}", &[("s", "call")], 100.0)
+            .await
+            .expect("insert");
+        // Node b cannot claim a's live lease, finds it orphaned once the lease has run out.
+        assert!(!b.claim_task("t1", 50.0, 150.0).await.expect("claim"));
+        assert!(
+            b.orphaned_tasks(50.0, 10)
+                .await
+                .expect("orphans")
+                .is_empty()
+        );
+        let orphans = b.orphaned_tasks(101.0, 10).await.expect("orphans");
+        assert_eq!(orphans.len(), 1);
+        assert!(b.claim_task("t1", 101.0, 200.0).await.expect("claim"));
+        // Now a has lost it: its renewal does not take it back.
+        assert_eq!(a.renew_leases(300.0).await.expect("renew"), 0);
+        assert!(!a.claim_task("t1", 150.0, 250.0).await.expect("claim"));
+        assert_eq!(b.renew_leases(300.0).await.expect("renew"), 1);
+        // A node's own previous process: its tasks are orphans at once.
+        assert_eq!(b.orphaned_tasks(0.0, 10).await.expect("orphans").len(), 1);
+        // A cancel through another node reaches the holder.
+        assert!(a.request_cancel("o", "t1").await.expect("cancel"));
+        assert_eq!(b.cancel_requests().await.expect("requests"), ["t1"]);
+        assert!(a.cancel_requests().await.expect("requests").is_empty());
+        assert_eq!(a.unfinished_tasks("o").await.expect("count"), 1);
+        b.set_task("t1", "succeeded", None).await.expect("finish");
+        assert_eq!(a.unfinished_tasks("o").await.expect("count"), 0);
+        assert!(
+            b.orphaned_tasks(1e12, 10)
+                .await
+                .expect("orphans")
+                .is_empty()
+        );
+        let record = a.task("o", "t1").await.expect("read").expect("task");
+        let nodes: Vec<Option<&str>> = record.history.iter().map(|c| c.node.as_deref()).collect();
+        assert_eq!(nodes, [Some("a"), Some("b")], "{:?}", record.history);
+    }
+}
+
+#[tokio::test]
+async fn the_tool_quota_counts_every_nodes_tools() {
+    for (store, _keep) in stores().await {
+        let (a, b) = (store.for_node("a"), store.for_node("b"));
+        assert!(
+            a.put_new_tool("o", &tool("t1", "s", "v"), 2)
+                .await
+                .expect("put")
+        );
+        assert!(
+            b.put_new_tool("o", &tool("t2", "s", "v"), 2)
+                .await
+                .expect("put")
+        );
+        assert!(
+            !a.put_new_tool("o", &tool("t3", "s", "v"), 2)
+                .await
+                .expect("put")
+        );
+        // The same alias again is not a new tool.
+        assert!(
+            b.put_new_tool("o", &tool("t2", "s", "v2"), 2)
+                .await
+                .expect("put")
+        );
+        assert!(
+            a.put_new_tool("p", &tool("t1", "s", "v"), 2)
+                .await
+                .expect("put")
+        );
+    }
+}
+
+#[tokio::test]
+async fn changes_are_logged_for_the_other_nodes() {
+    for (store, _keep) in stores().await {
+        let before = store.last_change().await.expect("last");
+        store
+            .put_tool("o", &tool("t", "s", "v"))
+            .await
+            .expect("tool");
+        store.put_setting("p", "k", "1").await.expect("setting");
+        let changes = store.changes_since(before, 10).await.expect("changes");
+        let owners: Vec<&str> = changes.iter().map(|c| c.owner.as_str()).collect();
+        assert_eq!(owners, ["o", "p"]);
+        store.heartbeat("n1", 1.0).await.expect("heartbeat");
+        let live = store.live_nodes(0.0).await.expect("nodes");
+        assert_eq!(live, ["n1"]);
     }
 }
 

@@ -83,7 +83,7 @@ use serde::Deserialize;
 mod sections;
 mod tenants;
 
-pub use sections::{HttpLimits, NativeConfig, PackagesConfig};
+pub use sections::{ClusterConfig, HttpLimits, NativeConfig, PackagesConfig, StoreConfig};
 pub use tenants::{
     LOCAL_TENANT, Policy, Quotas, Role, TenantConfig, parse_key_hash, valid_tenant_id,
     validate_quotas,
@@ -149,6 +149,10 @@ pub struct Config {
     pub native: NativeConfig,
     /// `installPackage`: how pip is run.
     pub packages: PackagesConfig,
+    /// Where the durable records live (default: SQLite in the data dir).
+    pub store: StoreConfig,
+    /// This node among others on one store.
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -181,6 +185,8 @@ impl Default for Config {
             policy: Policy::default(),
             native: NativeConfig::default(),
             packages: PackagesConfig::default(),
+            store: StoreConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -212,6 +218,22 @@ impl Config {
     /// Checks values that serde cannot.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.limits.validate().context("config [limits]")?;
+        if let Some(url) = &self.store.url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            // The URL may hold a password: it is not echoed.
+            bail!("config [store]: url must be a postgres:// URL");
+        }
+        if let Some(id) = &self.cluster.node_id
+            && !crate::names::is_node_id(id)
+        {
+            bail!("config [cluster]: node_id must be 1-64 of A-Z a-z 0-9 _ . -");
+        }
+        if !(2..=3600).contains(&self.cluster.task_lease_s)
+            || !(20..=10_000).contains(&self.cluster.poll_ms)
+        {
+            bail!("config [cluster]: task_lease_s must be 2-3600 and poll_ms 20-10000");
+        }
         if self.start.fuel == 0 || self.start.deadline_ms == 0 {
             bail!("config [start]: fuel and deadline_ms must be above 0");
         }

@@ -1,5 +1,6 @@
 //! The configuration's service sections: connection limits (`[http]`), native modules
-//! (`[native]`) and package installs (`[packages]`).
+//! (`[native]`), package installs (`[packages]`), the store (`[store]`) and the node's place
+//! in a cluster (`[cluster]`).
 
 use std::path::{Path, PathBuf};
 
@@ -90,6 +91,39 @@ impl Default for PackagesConfig {
             timeout_s: 120,
             max_concurrent_installs: 2,
             max_download_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Where the durable records live.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `postgres://user@host:port/database`: a PostgreSQL server the nodes of a cluster
+    /// share. Absent: SQLite in `<data_dir>/scriptbox.db`.
+    pub url: Option<String>,
+}
+
+/// This node among others on one store.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This node's id (1-64 of `[A-Za-z0-9_.-]`), in `/health`, task histories and the
+    /// audit log. Absent: made once and kept in `<data_dir>/node-id`.
+    pub node_id: Option<String>,
+    /// How long a node's claim on a task lasts without its heartbeat; past it another node
+    /// takes the task over.
+    pub task_lease_s: u64,
+    /// How often a node looks for changes other nodes made (on a PostgreSQL store).
+    pub poll_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            node_id: None,
+            task_lease_s: 10,
+            poll_ms: 200,
         }
     }
 }

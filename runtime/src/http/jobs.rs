@@ -112,6 +112,11 @@ fn job_error(err: JobError) -> ApiError {
         }
         JobError::NotFound => ApiError::not_found("no such job (finished jobs expire)"),
         JobError::Store => ApiError::internal("the job could not be recorded"),
+        JobError::Elsewhere => ApiError::new(
+            StatusCode::CONFLICT,
+            "job_elsewhere",
+            "the job runs on another node of the cluster; it can be read here, not cancelled",
+        ),
     }
 }
 
@@ -148,6 +153,7 @@ pub async fn get_job(
     tenant
         .jobs
         .get(checked_id(&id)?)
+        .await
         .map(Success)
         .map_err(job_error)
 }

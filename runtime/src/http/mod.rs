@@ -63,6 +63,8 @@ pub struct AppState {
     pub sandbox: crate::sandbox::Sandbox,
     /// The tenants' scripts.
     pub scripts: crate::scripts::Scripts,
+    /// The store (whose reachability `/health` reports; it knows this node's id).
+    pub store: crate::store::Store,
 }
 
 /// Every route, with its layers. The routes are collected through `utoipa_axum`, so the
@@ -157,7 +159,7 @@ pub fn router(state: AppState) -> Router {
     let modules = behind_key(modules, &state).with_state(state.native.clone());
     let health = OpenApiRouter::default()
         .routes(routes!(health))
-        .with_state(state.sandbox.clone());
+        .with_state((state.sandbox.clone(), state.store.clone()));
     let published = openapi::Published::default();
     let (router, document) = OpenApiRouter::with_openapi(openapi::base())
         .merge(health)
@@ -198,29 +200,58 @@ where
 /// What `GET /health` answers.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Health {
-    /// Always `ok` while the server answers.
+    /// `ok`, or `unavailable` (with status 503) while the store is out of reach: a proxy's
+    /// health check then drains the node.
     status: &'static str,
+    /// This node's id (`[cluster] node_id`, or the one kept in the data dir).
+    node: String,
+    /// `reachable` or `unreachable`.
+    store: &'static str,
     /// The pre-initialised interpreter images: `preparing` while they are loaded (or, once
     /// per machine, built), then `ready`; `failed` or `off` means instances start from the
     /// base snapshot (slower starts, same behaviour).
     images: crate::sandbox::ImagesState,
 }
 
-/// Whether the server is up.
+/// Whether the server is up, and its store within reach.
 ///
-/// Needs no key and is not rate limited.
+/// Needs no key and is not rate limited. `503` while the store does not answer within a
+/// second (a proxy's health check then sends the node's tenants elsewhere).
 #[utoipa::path(
     get,
     path = "/health",
-    responses((status = 200, description = "The server is up", body = Envelope<Health>))
+    responses(
+        (status = 200, description = "The server is up", body = Envelope<Health>),
+        (status = 503, description = "The store is out of reach", body = Envelope<Health>)
+    )
 )]
 async fn health(
-    axum::extract::State(sandbox): axum::extract::State<crate::sandbox::Sandbox>,
-) -> envelope::Data<Health> {
-    envelope::Data(Health {
-        status: "ok",
-        images: sandbox.images_state(),
-    })
+    axum::extract::State((sandbox, store)): axum::extract::State<(
+        crate::sandbox::Sandbox,
+        crate::store::Store,
+    )>,
+) -> envelope::DataWith<Health> {
+    let reachable = tokio::time::timeout(std::time::Duration::from_secs(1), store.reachable())
+        .await
+        .unwrap_or(false);
+    let (code, status, store_state) = if reachable {
+        (StatusCode::OK, "ok", "reachable")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "unreachable",
+        )
+    };
+    envelope::DataWith(
+        code,
+        Health {
+            status,
+            node: store.node().to_owned(),
+            store: store_state,
+            images: sandbox.images_state(),
+        },
+    )
 }
 
 async fn no_route() -> ApiError {

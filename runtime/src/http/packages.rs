@@ -107,6 +107,7 @@ pub fn package_error(tenant: &str, err: InstallError) -> ApiError {
     let err = match err {
         InstallError::Registry(err) => return registry_error(tenant, err),
         InstallError::Thread(cause) => return ApiError::internal(cause),
+        InstallError::Store(err) => return ApiError::internal(err),
         InstallError::Package(err) => err,
     };
     let status = match &err {

@@ -6,6 +6,7 @@
 //! Everything here is blocking file and process work, run on blocking threads.
 
 mod requirements;
+mod shared;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ pub use scriptbox_packages::{Installed, PackageError, Requirement, parse_require
 
 use crate::config::PackagesConfig;
 use crate::registry::{Registry, RegistryError, Venv};
+use crate::store::{Store, StoreError};
 
 /// Why a package request failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,8 @@ pub enum InstallError {
     Registry(#[from] RegistryError),
     #[error("the install thread failed: {0}")]
     Thread(String),
+    #[error("recording the packages failed: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// What an install did.
@@ -58,10 +62,12 @@ pub struct Packages {
     pip_runs: Arc<Semaphore>,
     /// Where downloads land before they are unpacked (one fresh folder per install).
     downloads: PathBuf,
+    /// Where installs are recorded with their wheels, for the other nodes and restarts.
+    store: Store,
 }
 
 impl Packages {
-    pub fn new(config: &PackagesConfig, data_dir: &std::path::Path) -> Self {
+    pub fn new(config: &PackagesConfig, data_dir: &std::path::Path, store: Store) -> Self {
         Self {
             fetcher: Fetcher {
                 python: config.python.clone(),
@@ -76,6 +82,7 @@ impl Packages {
             limits: Limits::default(),
             pip_runs: Arc::new(Semaphore::new(config.max_concurrent_installs)),
             downloads: data_dir.join("downloads"),
+            store,
         }
     }
 
@@ -96,9 +103,10 @@ impl Packages {
             .into());
         }
         // One install or uninstall per tenant at a time, so the quota is summed and spent
-        // under one lock; and at most `max_concurrent_installs` pip runs server-wide. Both
-        // guards move into the blocking work: a client that hangs up does not free them
-        // while pip still runs.
+        // under one lock; and at most `max_concurrent_installs` pip runs server-wide. The
+        // work runs in a task of its own with both guards: a client that hangs up neither
+        // frees them while pip still runs nor stops the install between the site and the
+        // store.
         let tenant_turn = Arc::clone(&registry.install_lock).lock_owned().await;
         let slot = Arc::clone(&self.pip_runs)
             .acquire_owned()
@@ -110,36 +118,66 @@ impl Packages {
             .or_else(|| registry.mounted_venv().map(|v| v.name));
         let venv = registry.package_env(env.as_deref())?;
         let others = other_envs(registry, &venv);
+        let owner = registry.owner().to_owned();
         let this = Arc::clone(self);
-        let env_name = venv.name.clone();
-        blocking(move || {
+        tokio::spawn(async move {
             let _turn = tenant_turn;
             let _slot = slot;
-            let used_elsewhere = sites_bytes(&others)?;
-            std::fs::create_dir_all(&this.downloads).map_err(|source| PackageError::Io {
-                what: "preparing the download folder",
-                source,
-            })?;
-            let folder =
-                tempfile::tempdir_in(&this.downloads).map_err(|source| PackageError::Io {
-                    what: "preparing the download folder",
-                    source,
-                })?;
-            let wheels = this.fetcher.download(&requirement, folder.path())?;
-            let site = Site::open(&venv.site_packages)?;
-            let installed = site.install(
-                &wheels,
-                &this.limits,
-                quota_bytes.saturating_sub(used_elsewhere),
-            )?;
-            let total_bytes = used_elsewhere + site.total_bytes()?;
-            Ok(InstallReport {
-                env_name,
-                installed,
-                total_bytes,
+            // Other environments' bytes as this node has them or as the store records them
+            // (installed through another node), whichever is more.
+            let recorded = this.store.packages_bytes_except(&owner, &venv.name).await?;
+            let worker = Arc::clone(&this);
+            let env_name = venv.name.clone();
+            let (report, wheels) = blocking(move || {
+                let used_elsewhere = sites_bytes(&others)?.max(recorded);
+                worker.download_and_install(&requirement, &venv, quota_bytes, used_elsewhere)
             })
+            .await?;
+            let records = shared::records(&env_name, &report.installed);
+            if let Err(err) = this.store.record_install(&owner, &records, &wheels).await {
+                tracing::error!(tenant = %owner, cause = %err, "an install was not recorded; the other nodes will not have it");
+                return Err(err.into());
+            }
+            Ok(report)
         })
         .await
+        .map_err(|err| InstallError::Thread(err.to_string()))?
+    }
+
+    /// Downloads `requirement` and installs it into `venv` (blocking); the report and the
+    /// wheels it came from.
+    fn download_and_install(
+        &self,
+        requirement: &Requirement,
+        venv: &Venv,
+        quota_bytes: u64,
+        used_elsewhere: u64,
+    ) -> Result<(InstallReport, Vec<crate::store::packages::Wheel>), PackageError> {
+        std::fs::create_dir_all(&self.downloads).map_err(|source| PackageError::Io {
+            what: "preparing the download folder",
+            source,
+        })?;
+        let folder = tempfile::tempdir_in(&self.downloads).map_err(|source| PackageError::Io {
+            what: "preparing the download folder",
+            source,
+        })?;
+        let wheels = self.fetcher.download(requirement, folder.path())?;
+        let site = Site::open(&venv.site_packages)?;
+        let installed = site.install(
+            &wheels,
+            &self.limits,
+            quota_bytes.saturating_sub(used_elsewhere),
+        )?;
+        let blobs = shared::read_wheels(&wheels)?;
+        let total_bytes = used_elsewhere + site.total_bytes()?;
+        Ok((
+            InstallReport {
+                env_name: venv.name.clone(),
+                installed,
+                total_bytes,
+            },
+            blobs,
+        ))
     }
 
     /// Removes package `name` from environment `env` (`None`: `default`).
@@ -162,12 +200,20 @@ impl Packages {
                 .find(|v| v.name == crate::registry::DEFAULT_VENV)
                 .ok_or(PackageError::NotInstalled { name: name.clone() })?,
         };
-        blocking(move || {
+        let owner = registry.owner().to_owned();
+        let store = self.store.clone();
+        tokio::spawn(async move {
             let _turn = turn;
-            let removed = Site::open(&venv.site_packages)?.uninstall(&name)?;
-            Ok((venv.name, removed))
+            let (env, removed) = blocking(move || {
+                let removed = Site::open(&venv.site_packages)?.uninstall(&name)?;
+                Ok((venv.name, removed))
+            })
+            .await?;
+            store.record_uninstall(&owner, &env, &removed.name).await?;
+            Ok((env, removed))
         })
         .await
+        .map_err(|err| InstallError::Thread(err.to_string()))?
     }
 
     /// The packages of every environment of the tenant, or of `env` only.

@@ -183,8 +183,9 @@ impl Registry {
         // One look at the table on the warm path (every call comes through here).
         match self.slots().get(alias) {
             Some(Slot::Ready(tool)) => return Ok(Arc::clone(tool)),
-            Some(Slot::Dormant(_)) => {}
-            _ => return Err(RegistryError::NotFound),
+            // Loading: maybe a concurrent request waking it; `wake` waits for that one.
+            Some(Slot::Dormant(_) | Slot::Loading) => {}
+            None => return Err(RegistryError::NotFound),
         }
         self.wake(alias).await?;
         self.get(alias)

@@ -9,8 +9,10 @@
 //! content). A record that cannot be read, or whose script is gone, is logged and skipped;
 //! it never stops the server.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::actor::Tool;
 use super::{Mode, Registry, RegistryError, Slot, ToolInfo, lock};
 use crate::protocol::Debug;
 use crate::sandbox::Limits;
@@ -35,6 +37,15 @@ pub(super) struct Dormant {
 }
 
 impl Dormant {
+    /// Whether a tool showing `info` runs what this record says (script version, limits,
+    /// mode).
+    fn runs_as(&self, info: &ToolInfo) -> bool {
+        info.script_version == self.version
+            && info.script_source == self.source
+            && info.limits == self.limits
+            && info.mode == self.mode
+    }
+
     pub(super) fn info(&self, alias: &str) -> ToolInfo {
         ToolInfo {
             alias: alias.to_owned(),
@@ -82,6 +93,24 @@ pub struct Restored {
     pub skipped: usize,
 }
 
+/// What the store keeps of a loaded tool.
+fn record_of(info: &ToolInfo, debug: &Debug) -> ToolRecord {
+    ToolRecord {
+        alias: info.alias.clone(),
+        script_name: info.script_name.clone(),
+        source: info.script_source.as_str().to_owned(),
+        version: info.script_version.clone(),
+        mode: match info.mode {
+            Mode::Persistent => "persistent",
+            Mode::Isolated => "isolated",
+        }
+        .to_owned(),
+        limits: json(&info.limits),
+        debug: json(debug),
+        loaded_at: crate::store::now(),
+    }
+}
+
 fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
 }
@@ -91,30 +120,110 @@ fn store_error(err: crate::store::StoreError) -> RegistryError {
 }
 
 impl Registry {
-    /// Records a tool as loaded (after a load, or a reload that moved it).
+    /// Records a newly loaded tool, if the owner's recorded tools (on every node) leave
+    /// room for it under `max_tools`; whether it was recorded.
+    pub(super) async fn record_new_tool(
+        &self,
+        info: &ToolInfo,
+        debug: &Debug,
+    ) -> Result<bool, RegistryError> {
+        self.store
+            .put_new_tool(
+                &self.settings.owner,
+                &record_of(info, debug),
+                self.settings.max_tools,
+            )
+            .await
+            .map_err(store_error)
+    }
+
+    /// Records a tool as loaded (after a reload that moved it).
     pub(super) async fn record_tool(
         &self,
         info: &ToolInfo,
         debug: &Debug,
     ) -> Result<(), RegistryError> {
-        let record = ToolRecord {
-            alias: info.alias.clone(),
-            script_name: info.script_name.clone(),
-            source: info.script_source.as_str().to_owned(),
-            version: info.script_version.clone(),
-            mode: match info.mode {
-                Mode::Persistent => "persistent",
-                Mode::Isolated => "isolated",
-            }
-            .to_owned(),
-            limits: json(&info.limits),
-            debug: json(debug),
-            loaded_at: crate::store::now(),
-        };
         self.store
-            .put_tool(&self.settings.owner, &record)
+            .put_tool(&self.settings.owner, &record_of(info, debug))
             .await
             .map_err(store_error)
+    }
+
+    /// Makes this node's tools and settings what the store records for the owner (after a
+    /// change another node made): tools loaded there become dormant slots here, tools
+    /// unloaded there go, tools moved to another version or limits start over from the
+    /// record on their next use, and tracing follows.
+    pub async fn sync(self: &Arc<Self>) {
+        let owner = &self.settings.owner;
+        let _changing = self.changing.lock().await;
+        if let Ok(settings) = self.store.settings(owner).await {
+            for (key, value) in settings {
+                self.apply_setting(&key, &value);
+            }
+        }
+        let records = match self.store.tools(owner).await {
+            Ok(records) => records,
+            Err(err) => {
+                tracing::warn!(owner, cause = %err, "could not read the owner's tools to follow a change");
+                return;
+            }
+        };
+        let _one = self.waking.lock().await;
+        let now = crate::store::now();
+        let wanted: HashMap<String, Dormant> = records
+            .iter()
+            .filter_map(|r| Some((r.alias.clone(), Dormant::from_record(r, now).ok()?)))
+            .collect();
+        let closing = self.follow(&wanted);
+        for tool in closing {
+            self.cache.invalidate(&tool.alias);
+            tool.close();
+        }
+    }
+
+    /// Makes the slots what `wanted` says; the tools to close.
+    fn follow(&self, wanted: &HashMap<String, Dormant>) -> Vec<Arc<Tool>> {
+        let mut closing = Vec::new();
+        let mut slots = self.slots();
+        let aliases: Vec<String> = slots.keys().cloned().collect();
+        for alias in aliases {
+            if alias == super::SESSION_ALIAS || matches!(slots.get(&alias), Some(Slot::Loading)) {
+                continue;
+            }
+            let Some(want) = wanted.get(&alias) else {
+                // Unloaded on another node.
+                if let Some(Slot::Ready(tool)) = slots.remove(&alias) {
+                    closing.push(tool);
+                }
+                continue;
+            };
+            let keep = match slots.get(&alias) {
+                Some(Slot::Ready(tool)) => {
+                    let info = tool.info();
+                    let same = want.runs_as(&info);
+                    if same {
+                        *lock(&tool.debug) = want.debug.clone();
+                    }
+                    same
+                }
+                Some(Slot::Dormant(have)) => {
+                    have.runs_as(&want.info(&alias)) && have.debug == want.debug
+                }
+                _ => true,
+            };
+            if !keep
+                && let Some(Slot::Ready(tool)) =
+                    slots.insert(alias.clone(), Slot::Dormant(Box::new(want.clone())))
+            {
+                closing.push(tool);
+            }
+        }
+        for (alias, want) in wanted {
+            if !slots.contains_key(alias) && slots.len() < self.settings.max_tools {
+                slots.insert(alias.clone(), Slot::Dormant(Box::new(want.clone())));
+            }
+        }
+        closing
     }
 
     /// Records that `alias` is unloaded.

@@ -39,6 +39,7 @@ impl Registry {
         mode: Mode,
     ) -> Result<ToolInfo, RegistryError> {
         check_alias(alias)?;
+        let _changing = self.changing.lock().await;
         let asked = LimitOverrides {
             fuel: overrides.fuel.or(self.settings.defaults.fuel),
             deadline_ms: overrides.deadline_ms.or(self.settings.defaults.deadline_ms),
@@ -72,12 +73,18 @@ impl Registry {
             })
             .await?;
         let debug = self.get(alias).map(|tool| lock(&tool.debug).clone())?;
-        if let Err(err) = self.record_tool(&info, &debug).await {
+        match self.record_new_tool(&info, &debug).await {
+            Ok(true) => Ok(info),
             // Not recorded: not loaded either.
-            self.drop_slot(alias);
-            return Err(err);
+            Ok(false) => {
+                self.drop_slot(alias);
+                Err(RegistryError::TooManyTools(self.settings.max_tools))
+            }
+            Err(err) => {
+                self.drop_slot(alias);
+                Err(err)
+            }
         }
-        Ok(info)
     }
 
     /// Starts `start.script` (a resolved script, or the empty namespace) under its alias.
@@ -222,6 +229,7 @@ impl Registry {
     /// a call running or queued for it is answered `tool_unloaded`. (Letting them finish
     /// would let unload/load cycles keep more instances alive than `max_tools`.)
     pub async fn unload(&self, alias: &str) -> Result<(), RegistryError> {
+        let _changing = self.changing.lock().await;
         if !matches!(
             self.slots().get(alias),
             Some(Slot::Ready(_) | Slot::Dormant(_))
@@ -252,6 +260,7 @@ impl Registry {
     /// owner's latest, or the shared file as it is now), and records the move. If the new
     /// import fails, the old instance and version stay.
     pub async fn reload(self: &Arc<Self>, alias: &str) -> Result<ToolInfo, RegistryError> {
+        let _changing = self.changing.lock().await;
         let tool = self.ready(alias).await?;
         let name = tool.script_name.clone();
         let script = self

@@ -193,6 +193,9 @@ pub struct Registry {
     scripts: Scripts,
     /// Held while a dormant tool starts (one at a time: restarts are rare).
     waking: tokio::sync::Mutex<()>,
+    /// Held by a load, unload or reload from its start to its record, and by a sync with the
+    /// store: a sync never sees a tool started but not yet recorded.
+    changing: tokio::sync::Mutex<()>,
 }
 
 /// The alias of an owner's session interpreter (`inject` without an alias, `execute` in
@@ -200,6 +203,11 @@ pub struct Registry {
 pub const SESSION_ALIAS: &str = ".session";
 
 impl Registry {
+    /// The owner's id (in the store and in folders).
+    pub fn owner(&self) -> &str {
+        &self.settings.owner
+    }
+
     pub fn new(
         sandbox: Sandbox,
         settings: Settings,
@@ -227,6 +235,7 @@ impl Registry {
             store,
             scripts,
             waking: tokio::sync::Mutex::new(()),
+            changing: tokio::sync::Mutex::new(()),
         }
     }
 

@@ -36,8 +36,8 @@ impl Store {
     /// Records a job as accepted (its status, `running`, is in `record`).
     pub async fn insert_job(&self, owner: &str, record: &JobRecord) -> super::Result<()> {
         sqlx::query(
-            "INSERT INTO jobs (id, owner, alias, function_name, status, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO jobs (id, owner, alias, function_name, status, created_at, node)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&record.id)
         .bind(owner)
@@ -45,6 +45,7 @@ impl Store {
         .bind(&record.function_name)
         .bind(&record.status)
         .bind(record.created_at)
+        .bind(self.node())
         .execute(self.write())
         .await?;
         Ok(())
@@ -76,15 +77,34 @@ impl Store {
         Ok(())
     }
 
-    /// Marks every job still `running` (of a process that is gone) `interrupted`; how many.
-    pub async fn interrupt_jobs(&self, at: f64) -> super::Result<u64> {
+    /// Marks `interrupted` every job still `running` whose node is gone: this node's own
+    /// (a previous process of it, at start) and those of nodes not seen since `alive_since`;
+    /// how many.
+    pub async fn interrupt_jobs(&self, at: f64, alive_since: f64) -> super::Result<u64> {
         let done = sqlx::query(
-            "UPDATE jobs SET status = 'interrupted', finished_at = $1 WHERE status = 'running'",
+            "UPDATE jobs SET status = 'interrupted', finished_at = $1 WHERE status = 'running'
+             AND (node IS NULL OR node = $2
+                  OR node NOT IN (SELECT id FROM nodes WHERE last_seen >= $3 AND id <> $2))",
         )
         .bind(at)
+        .bind(self.node())
+        .bind(alive_since)
         .execute(self.write())
         .await?;
         Ok(done.rows_affected())
+    }
+
+    /// One of the owner's jobs.
+    pub async fn job(&self, owner: &str, id: &str) -> super::Result<Option<JobRecord>> {
+        let row = sqlx::query(
+            "SELECT id, alias, function_name, status, created_at, finished_at, result, error
+             FROM jobs WHERE owner = $1 AND id = $2",
+        )
+        .bind(owner)
+        .bind(id)
+        .fetch_optional(self.read())
+        .await?;
+        Ok(row.as_ref().map(job).transpose()?)
     }
 
     /// Forgets every job that finished before `before`.

@@ -30,6 +30,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/0002_control_plane.sqlite.sql"),
         postgres: include_str!("migrations/0002_control_plane.postgres.sql"),
     },
+    Migration {
+        version: 3,
+        name: "cluster",
+        sqlite: include_str!("migrations/0003_cluster.sqlite.sql"),
+        postgres: include_str!("migrations/0003_cluster.postgres.sql"),
+    },
 ];
 
 /// An arbitrary key for the migrations' advisory lock.

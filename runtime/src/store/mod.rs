@@ -13,10 +13,14 @@
 //! * [`tools`] — each owner's desired registry state: loaded tools and owner settings.
 //! * [`jobs`] — `callAsync` jobs.
 //! * [`tenants`] — tenants created through the API, and their keys' digests.
+//! * [`packages`] — tenants' installed packages and the wheels they came from.
+//! * [`cluster`] — the nodes' heartbeats and the log of changes they follow.
 
+pub mod cluster;
 pub mod jobs;
 mod migrations;
 mod open;
+pub mod packages;
 pub mod scripts;
 pub mod tasks;
 pub mod tenants;
@@ -59,6 +63,8 @@ pub enum Location {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// The node this process is, written into task histories, leases and jobs.
+    node: Arc<str>,
 }
 
 struct Inner {
@@ -81,6 +87,19 @@ impl std::fmt::Debug for Store {
 impl Store {
     pub fn backend(&self) -> Backend {
         self.inner.backend
+    }
+
+    /// The same store, writing as node `node`.
+    pub fn for_node(&self, node: &str) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            node: node.into(),
+        }
+    }
+
+    /// The node this store handle writes as.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     fn write(&self) -> &AnyPool {

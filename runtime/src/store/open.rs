@@ -66,6 +66,7 @@ async fn open_postgres(url: &str) -> anyhow::Result<Store> {
             write: pool.clone(),
             read: pool,
         }),
+        node: "".into(),
     })
 }
 
@@ -165,6 +166,7 @@ async fn sqlite_pools(path: &Path) -> anyhow::Result<Result<Store, String>> {
             write,
             read,
         }),
+        node: "".into(),
     }))
 }
 

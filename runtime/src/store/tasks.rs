@@ -3,9 +3,8 @@
 //! Every state change of a task or a step is one transaction: the current state in `tasks` /
 //! `steps`, and a row in `history` with its time, attempt and result or error.
 //!
-//! At open, tasks that were pending or running belong to a process that is gone: they and
-//! their steps in flight (running or waiting to retry) are marked `interrupted`; steps that
-//! never started stay `pending` (see [`Store::recover_tasks`]).
+//! A task is held by one node at a time, with a lease it renews; when the lease expires (the
+//! node died) another node claims the task and takes it over ([`Store::claim_task`]).
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -60,6 +59,16 @@ pub struct Change {
     pub attempt: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The node that made the change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// An unfinished task whose runner is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    pub id: String,
+    pub owner: String,
 }
 
 /// A task with its steps and history.
@@ -94,52 +103,95 @@ fn attempt(value: i64) -> u32 {
 }
 
 impl Store {
-    /// Marks every task left pending or running (by a process that is gone) `interrupted`,
-    /// with its unfinished steps. Returns how many tasks.
-    pub async fn recover_tasks(&self) -> super::Result<usize> {
-        let mut tx = self.write().begin().await?;
-        let at = now();
-        let ids: Vec<(String,)> =
-            sqlx::query_as("SELECT id FROM tasks WHERE status IN ('pending', 'running')")
-                .fetch_all(&mut *tx)
-                .await?;
-        for (id,) in &ids {
-            sqlx::query("UPDATE tasks SET status = 'interrupted', updated_at = $2 WHERE id = $1")
-                .bind(id)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO history (task_id, step_id, status, attempt, at, error)
-                 SELECT task_id, step_id, 'interrupted', attempts, $2, NULL FROM steps
-                 WHERE task_id = $1 AND status IN ('running', 'retrying')",
-            )
-            .bind(id)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE steps SET status = 'interrupted', finished_at = $2
-                 WHERE task_id = $1 AND status IN ('running', 'retrying')",
-            )
-            .bind(id)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO history (task_id, status, attempt, at, error)
-                 VALUES ($1, 'interrupted', 0, $2, 'the server stopped while the task ran')",
-            )
-            .bind(id)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(ids.len())
+    /// Tasks whose runner is gone: unfinished, and with no lease, an expired one, or one
+    /// held by this node (a previous process of it), oldest first.
+    pub async fn orphaned_tasks(&self, at: f64, limit: i64) -> super::Result<Vec<Orphan>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, owner FROM tasks WHERE status IN ('pending', 'running')
+             AND (lease_until IS NULL OR lease_until < $1 OR node = $2)
+             ORDER BY seq LIMIT $3",
+        )
+        .bind(at)
+        .bind(self.node())
+        .bind(limit)
+        .fetch_all(self.read())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, owner)| Orphan { id, owner })
+            .collect())
     }
 
-    /// Records a new task and its steps, all `pending`.
+    /// Claims task `id` for this node until `lease_until`, if no other node holds a live
+    /// lease on it: whether this node has it now. (One statement: of two nodes claiming at
+    /// once, one wins.)
+    pub async fn claim_task(&self, id: &str, at: f64, lease_until: f64) -> super::Result<bool> {
+        let done = sqlx::query(
+            "UPDATE tasks SET node = $2, lease_until = $3 WHERE id = $1
+             AND status IN ('pending', 'running')
+             AND (lease_until IS NULL OR lease_until < $4 OR node = $2)",
+        )
+        .bind(id)
+        .bind(self.node())
+        .bind(lease_until)
+        .bind(at)
+        .execute(self.write())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Renews the leases of every unfinished task this node holds.
+    pub async fn renew_leases(&self, lease_until: f64) -> super::Result<u64> {
+        let done = sqlx::query(
+            "UPDATE tasks SET lease_until = $2 WHERE node = $1
+             AND status IN ('pending', 'running')",
+        )
+        .bind(self.node())
+        .bind(lease_until)
+        .execute(self.write())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Asks the node running the owner's task to cancel it; whether it is unfinished.
+    pub async fn request_cancel(&self, owner: &str, id: &str) -> super::Result<bool> {
+        let done = sqlx::query(
+            "UPDATE tasks SET cancel_requested = 1 WHERE id = $1 AND owner = $2
+             AND status IN ('pending', 'running')",
+        )
+        .bind(id)
+        .bind(owner)
+        .execute(self.write())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The unfinished tasks this node holds that a client asked (through another node) to
+    /// cancel.
+    pub async fn cancel_requests(&self) -> super::Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM tasks WHERE node = $1 AND cancel_requested <> 0
+             AND status IN ('pending', 'running')",
+        )
+        .bind(self.node())
+        .fetch_all(self.read())
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// The owner's unfinished tasks, on every node.
+    pub async fn unfinished_tasks(&self, owner: &str) -> super::Result<usize> {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM tasks WHERE owner = $1 AND status IN ('pending', 'running')",
+        )
+        .bind(owner)
+        .fetch_one(self.read())
+        .await?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// Records a new task and its steps, all `pending`, held by this node until
+    /// `lease_until`.
     pub async fn insert_task(
         &self,
         id: &str,
@@ -147,18 +199,22 @@ impl Store {
         name: &str,
         spec: &str,
         steps: &[(&str, &str)],
+        lease_until: f64,
     ) -> super::Result<()> {
         let mut tx = self.write().begin().await?;
         let at = now();
         sqlx::query(
-            "INSERT INTO tasks (id, owner, name, spec, status, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, 'pending', $5, $5)",
+            "INSERT INTO tasks (id, owner, name, spec, status, created_at, updated_at, node,
+                                lease_until)
+             VALUES ($1, $2, $3, $4, 'pending', $5, $5, $6, $7)",
         )
         .bind(id)
         .bind(owner)
         .bind(name)
         .bind(spec)
         .bind(at)
+        .bind(self.node())
+        .bind(lease_until)
         .execute(&mut *tx)
         .await?;
         for (position, (step, kind)) in steps.iter().enumerate() {
@@ -174,10 +230,12 @@ impl Store {
             .await?;
         }
         sqlx::query(
-            "INSERT INTO history (task_id, status, attempt, at) VALUES ($1, 'pending', 0, $2)",
+            "INSERT INTO history (task_id, status, attempt, at, node)
+             VALUES ($1, 'pending', 0, $2, $3)",
         )
         .bind(id)
         .bind(at)
+        .bind(self.node())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -196,12 +254,14 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO history (task_id, status, attempt, at, error) VALUES ($1, $2, 0, $3, $4)",
+            "INSERT INTO history (task_id, status, attempt, at, error, node)
+             VALUES ($1, $2, 0, $3, $4, $5)",
         )
         .bind(id)
         .bind(status)
         .bind(at)
         .bind(error)
+        .bind(self.node())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -251,8 +311,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO history (task_id, step_id, status, attempt, at, error)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO history (task_id, step_id, status, attempt, at, error, node)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(task)
         .bind(step)
@@ -260,6 +320,7 @@ impl Store {
         .bind(i64::from(attempt))
         .bind(at)
         .bind(error)
+        .bind(self.node())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -303,7 +364,7 @@ impl Store {
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
         let history = sqlx::query(
-            "SELECT at, step_id, status, attempt, error FROM history
+            "SELECT at, step_id, status, attempt, error, node FROM history
              WHERE task_id = $1 ORDER BY seq",
         )
         .bind(id)
@@ -317,6 +378,7 @@ impl Store {
                 status: row.try_get("status")?,
                 attempt: attempt(row.try_get("attempt")?),
                 error: row.try_get("error")?,
+                node: row.try_get("node")?,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;

@@ -5,6 +5,7 @@ use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
 use super::Store;
+use super::cluster::{Kind, note};
 
 /// A tenant as recorded. `spec` is the caller's JSON (quotas, limits, policy).
 #[derive(Debug, Clone, PartialEq)]
@@ -44,7 +45,9 @@ fn key(row: &AnyRow) -> Result<KeyRecord, sqlx::Error> {
 }
 
 /// Every table whose rows belong to an owner, with the column that names it.
-const OWNED: [(&str, &str); 6] = [
+/// (The audit log is kept: it is the record of what the tenant did.)
+const OWNED: [(&str, &str); 7] = [
+    ("DELETE FROM packages WHERE owner = $1", "packages"),
     ("DELETE FROM tools WHERE owner = $1", "tools"),
     ("DELETE FROM owner_settings WHERE owner = $1", "settings"),
     ("DELETE FROM script_versions WHERE owner = $1", "scripts"),
@@ -83,6 +86,7 @@ impl Store {
             return Ok(false);
         }
         insert_key(&mut tx, first).await?;
+        note(&mut tx, &record.id, Kind::Tenants).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -116,17 +120,21 @@ impl Store {
             return Ok(false);
         }
         insert_key(&mut tx, record).await?;
+        note(&mut tx, &record.tenant, Kind::Tenants).await?;
         tx.commit().await?;
         Ok(true)
     }
 
     /// Revokes one of a tenant's keys; whether it existed.
     pub async fn delete_key(&self, tenant: &str, key_id: &str) -> super::Result<bool> {
+        let mut tx = self.write().begin().await?;
         let done = sqlx::query("DELETE FROM api_keys WHERE tenant = $1 AND id = $2")
             .bind(tenant)
             .bind(key_id)
-            .execute(self.write())
+            .execute(&mut *tx)
             .await?;
+        note(&mut tx, tenant, Kind::Tenants).await?;
+        tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -149,6 +157,10 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        sqlx::query(super::packages::UNUSED_WHEELS)
+            .execute(&mut *tx)
+            .await?;
+        note(&mut tx, id, Kind::Tenants).await?;
         tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }

@@ -7,6 +7,7 @@ use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
 use super::Store;
+use super::cluster::{Kind, note};
 
 /// One loaded tool as recorded.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,27 +42,43 @@ fn tool(row: &AnyRow) -> Result<ToolRecord, sqlx::Error> {
 impl Store {
     /// Records a loaded tool (a new load, or a reload that moved it to another version).
     pub async fn put_tool(&self, owner: &str, record: &ToolRecord) -> super::Result<()> {
-        sqlx::query(
-            "INSERT INTO tools (owner, alias, script_name, source, version, mode, limits, debug,
-                                loaded_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (owner, alias) DO UPDATE SET script_name = excluded.script_name,
-                 source = excluded.source, version = excluded.version, mode = excluded.mode,
-                 limits = excluded.limits, debug = excluded.debug,
-                 loaded_at = excluded.loaded_at",
-        )
-        .bind(owner)
-        .bind(&record.alias)
-        .bind(&record.script_name)
-        .bind(&record.source)
-        .bind(&record.version)
-        .bind(&record.mode)
-        .bind(&record.limits)
-        .bind(&record.debug)
-        .bind(record.loaded_at)
-        .execute(self.write())
-        .await?;
+        let mut tx = self.write().begin().await?;
+        upsert(&mut tx, owner, record).await?;
+        note(&mut tx, owner, Kind::Tools).await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// Records a newly loaded tool if the owner has fewer than `max_tools` other recorded
+    /// tools, on every node together: whether it did. The count and the insert are one
+    /// transaction, under a lock on the owner (PostgreSQL) or the one writer (SQLite), so
+    /// two nodes loading at once cannot both pass the quota.
+    pub async fn put_new_tool(
+        &self,
+        owner: &str,
+        record: &ToolRecord,
+        max_tools: usize,
+    ) -> super::Result<bool> {
+        let mut tx = self.write().begin().await?;
+        if self.backend() == super::Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let (others,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM tools WHERE owner = $1 AND alias <> $2")
+                .bind(owner)
+                .bind(&record.alias)
+                .fetch_one(&mut *tx)
+                .await?;
+        if super::count(others) >= max_tools as u64 {
+            return Ok(false);
+        }
+        upsert(&mut tx, owner, record).await?;
+        note(&mut tx, owner, Kind::Tools).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// A tool's new tracing settings; whether it is recorded.
@@ -71,22 +88,28 @@ impl Store {
         alias: &str,
         debug: &str,
     ) -> super::Result<bool> {
+        let mut tx = self.write().begin().await?;
         let done = sqlx::query("UPDATE tools SET debug = $3 WHERE owner = $1 AND alias = $2")
             .bind(owner)
             .bind(alias)
             .bind(debug)
-            .execute(self.write())
+            .execute(&mut *tx)
             .await?;
+        note(&mut tx, owner, Kind::Tools).await?;
+        tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 
     /// Forgets an unloaded tool; whether it was recorded.
     pub async fn delete_tool(&self, owner: &str, alias: &str) -> super::Result<bool> {
+        let mut tx = self.write().begin().await?;
         let done = sqlx::query("DELETE FROM tools WHERE owner = $1 AND alias = $2")
             .bind(owner)
             .bind(alias)
-            .execute(self.write())
+            .execute(&mut *tx)
             .await?;
+        note(&mut tx, owner, Kind::Tools).await?;
+        tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -117,6 +140,7 @@ impl Store {
 
     /// Sets one of the owner's settings (JSON text).
     pub async fn put_setting(&self, owner: &str, key: &str, value: &str) -> super::Result<()> {
+        let mut tx = self.write().begin().await?;
         sqlx::query(
             "INSERT INTO owner_settings (owner, key, value) VALUES ($1, $2, $3)
              ON CONFLICT (owner, key) DO UPDATE SET value = excluded.value",
@@ -124,18 +148,23 @@ impl Store {
         .bind(owner)
         .bind(key)
         .bind(value)
-        .execute(self.write())
+        .execute(&mut *tx)
         .await?;
+        note(&mut tx, owner, Kind::Tools).await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// Removes one of the owner's settings.
     pub async fn delete_setting(&self, owner: &str, key: &str) -> super::Result<()> {
+        let mut tx = self.write().begin().await?;
         sqlx::query("DELETE FROM owner_settings WHERE owner = $1 AND key = $2")
             .bind(owner)
             .bind(key)
-            .execute(self.write())
+            .execute(&mut *tx)
             .await?;
+        note(&mut tx, owner, Kind::Tools).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -148,4 +177,32 @@ impl Store {
                 .await?;
         Ok(rows)
     }
+}
+
+async fn upsert(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    owner: &str,
+    record: &ToolRecord,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO tools (owner, alias, script_name, source, version, mode, limits, debug,
+                            loaded_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (owner, alias) DO UPDATE SET script_name = excluded.script_name,
+             source = excluded.source, version = excluded.version, mode = excluded.mode,
+             limits = excluded.limits, debug = excluded.debug,
+             loaded_at = excluded.loaded_at",
+    )
+    .bind(owner)
+    .bind(&record.alias)
+    .bind(&record.script_name)
+    .bind(&record.source)
+    .bind(&record.version)
+    .bind(&record.mode)
+    .bind(&record.limits)
+    .bind(&record.debug)
+    .bind(record.loaded_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

@@ -12,6 +12,7 @@
 //! running and of stored tasks. The module knows registries, not tenants.
 
 pub mod kinds;
+mod lease;
 pub mod runner;
 pub mod spec;
 
@@ -25,6 +26,7 @@ use tokio::task::JoinHandle;
 use crate::store::Store;
 pub use crate::store::tasks::{TaskRecord, TaskSummary};
 pub use kinds::{Kinds, StepContext, StepFuture, Task};
+pub use lease::Owners;
 use runner::{Done, RunContext};
 pub use spec::{SpecError, TaskSpec};
 
@@ -79,6 +81,8 @@ pub struct Service {
     kinds: Kinds,
     running: Mutex<HashMap<String, Running>>,
     generations: std::sync::atomic::AtomicU64,
+    /// How long a claim on a task lasts without a renewal.
+    lease: Duration,
 }
 
 /// A running-table entry made by [`Service::reserve`], removed on drop unless started.
@@ -100,22 +104,21 @@ impl Drop for Reservation<'_> {
 const CANCEL_WAIT: Duration = Duration::from_secs(10);
 
 impl Service {
-    /// The tasks of `store`, marking those a previous process left running as
-    /// `interrupted`.
-    pub async fn open(store: Store, kinds: Kinds) -> anyhow::Result<Arc<Self>> {
-        let interrupted = store.recover_tasks().await?;
-        if interrupted > 0 {
-            tracing::warn!(
-                interrupted,
-                "tasks left running by the previous process are marked interrupted"
-            );
-        }
-        Ok(Arc::new(Self {
+    /// The tasks of `store`, held by this node (the store's) under leases of `lease`. What a
+    /// previous process of this node left unfinished is taken over by [`Service::tend`].
+    pub fn open(store: Store, kinds: Kinds, lease: Duration) -> Arc<Self> {
+        Arc::new(Self {
             store,
             kinds,
             running: Mutex::new(HashMap::new()),
             generations: std::sync::atomic::AtomicU64::new(0),
-        }))
+            lease,
+        })
+    }
+
+    /// When a lease taken now ends.
+    fn lease_until(&self) -> f64 {
+        crate::store::now() + self.lease.as_secs_f64()
     }
 
     pub fn kinds(&self) -> &Kinds {
@@ -130,11 +133,31 @@ impl Service {
     /// its quota, in one hold of the lock (so two requests cannot both pass the checks). The
     /// entry is removed again if the reservation is dropped unstarted.
     fn reserve<'a>(&'a self, owner: &Owner, id: &str) -> Result<Reservation<'a>, TaskError> {
+        self.reserve_with(owner, id, true)
+    }
+
+    /// As [`Service::reserve`], past the owner's running quota: for a task taken over from
+    /// a node that stopped, which the owner was already running.
+    fn reserve_over_quota<'a>(
+        &'a self,
+        owner: &Owner,
+        id: &str,
+    ) -> Result<Reservation<'a>, TaskError> {
+        self.reserve_with(owner, id, false)
+    }
+
+    fn reserve_with<'a>(
+        &'a self,
+        owner: &Owner,
+        id: &str,
+        enforce: bool,
+    ) -> Result<Reservation<'a>, TaskError> {
         let mut running = self.running();
         if running.contains_key(id) {
             return Err(TaskError::NotResumable("running".into()));
         }
-        if running.values().filter(|r| r.owner == owner.id).count() >= owner.max_running {
+        if enforce && running.values().filter(|r| r.owner == owner.id).count() >= owner.max_running
+        {
             return Err(TaskError::TooManyRunning(owner.max_running));
         }
         let generation = self
@@ -178,6 +201,10 @@ impl Service {
         if self.store.task_count(&owner.id).await? >= owner.max_stored {
             return Err(TaskError::TooManyStored(owner.max_stored));
         }
+        // Running on every node together.
+        if self.store.unfinished_tasks(&owner.id).await? >= owner.max_running {
+            return Err(TaskError::TooManyRunning(owner.max_running));
+        }
         self.check_bytes(owner).await?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let reservation = self.reserve(owner, &id)?;
@@ -187,18 +214,21 @@ impl Service {
             .map(|s| (s.id.as_str(), s.kind.as_str()))
             .collect();
         self.store
-            .insert_task(&id, &owner.id, &spec.name, text, &steps)
+            .insert_task(&id, &owner.id, &spec.name, text, &steps, self.lease_until())
             .await?;
-        self.start(reservation, owner, spec, HashMap::new());
+        self.start(reservation, owner, spec, HashMap::new(), HashMap::new());
         Ok(id)
     }
 
+    /// Runs `spec` (its steps in `done` are not run again; those in `used` have spent that
+    /// many attempts).
     fn start(
         self: &Arc<Self>,
         mut reservation: Reservation<'_>,
         owner: &Owner,
         spec: TaskSpec,
         done: HashMap<String, Done>,
+        used: HashMap<String, u32>,
     ) {
         let Some(id) = reservation.id.take() else {
             return;
@@ -216,7 +246,7 @@ impl Service {
         let service = Arc::clone(self);
         let task_id = id.clone();
         let handle = tokio::spawn(async move {
-            runner::run(ctx, task_id.clone(), spec, done, cancelled).await;
+            runner::run(ctx, task_id.clone(), spec, done, used, cancelled).await;
             service.leave(&task_id, generation);
         });
         if let Some(entry) = running.get_mut(&id)
@@ -273,6 +303,10 @@ impl Service {
             }
         };
         let Some((cancel, handle)) = taken else {
+            // Not running here: another node may run it.
+            if self.store.request_cancel(owner, id).await? {
+                return self.await_end(owner, id).await;
+            }
             let record = self.get(owner, id).await?;
             return Err(TaskError::Finished(record.summary.status));
         };
@@ -327,6 +361,15 @@ impl Service {
         self.check_bytes(owner).await?;
         let reservation = self.reserve(owner, id)?;
         let spec = TaskSpec::parse(&record.spec, &self.kinds)?;
+        // Unfinished again, then claimed: of two nodes resuming it at once, one runs it.
+        self.store.set_task(id, "pending", None).await?;
+        if !self
+            .store
+            .claim_task(id, crate::store::now(), self.lease_until())
+            .await?
+        {
+            return Err(TaskError::NotResumable("running on another node".into()));
+        }
         let mut done = HashMap::new();
         for step in &record.steps {
             if step.status == "succeeded" {
@@ -338,8 +381,7 @@ impl Service {
                     .await?;
             }
         }
-        self.store.set_task(id, "pending", None).await?;
-        self.start(reservation, owner, spec, done);
+        self.start(reservation, owner, spec, done, HashMap::new());
         self.get(&owner.id, id).await
     }
 }

@@ -78,12 +78,14 @@ enum End {
     TimedOut,
 }
 
-/// Runs `spec` as task `id`; steps in `done` are not run again.
+/// Runs `spec` as task `id`; steps in `done` are not run again, and a step in `used` has
+/// spent that many of its attempts already (a task taken over from a node that died).
 pub async fn run(
     ctx: Arc<RunContext>,
     id: String,
     spec: TaskSpec,
     mut done: HashMap<String, Done>,
+    used: HashMap<String, u32>,
     mut cancel: oneshot::Receiver<()>,
 ) {
     ctx.record_task(&id, "running", None).await;
@@ -127,6 +129,7 @@ pub async fn run(
                 step.clone(),
                 inputs,
                 deadline,
+                used.get(&step.id).copied().unwrap_or(0),
             ));
         }
         if running.is_empty() {
@@ -214,13 +217,14 @@ fn resolve_inputs(
     Ok(inputs)
 }
 
-/// Runs a step's attempts until one succeeds or none are left.
+/// Runs a step's attempts until one succeeds or none are left (`spent` were made before).
 async fn attempts(
     ctx: Arc<RunContext>,
     task: String,
     step: StepSpec,
     inputs: BTreeMap<String, Box<RawValue>>,
     deadline: Instant,
+    spent: u32,
 ) -> (String, Result<Box<RawValue>, String>) {
     let Some(kind) = ctx.kinds.get(&step.kind).cloned() else {
         return (
@@ -228,7 +232,7 @@ async fn attempts(
             Err(format!("unknown kind {:?}", step.kind)),
         );
     };
-    let mut attempt = 0;
+    let mut attempt = spent;
     loop {
         attempt += 1;
         ctx.record_step(&task, &step.id, "running", attempt, None, None)

@@ -329,18 +329,8 @@ impl Tenants {
                 tracing::warn!(tenant = %record.id, "a recorded tenant has the id of one in the config; the config's wins");
                 continue;
             }
-            let built = serde_json::from_str::<RecordedSpec>(&record.spec)
-                .map_err(|e| format!("its spec: {e}"))
-                .and_then(|spec| {
-                    let role = match record.role.as_str() {
-                        "admin" => Role::Admin,
-                        _ => Role::Tenant,
-                    };
-                    self.make_api_tenant(&record.id, role, &spec)
-                        .map_err(|e| e.to_string())
-                });
-            let tenant = match built {
-                Ok(tenant) => Arc::new(tenant),
+            let tenant = match self.rebuild(&record) {
+                Ok(tenant) => tenant,
                 Err(why) => {
                     tracing::error!(tenant = %record.id, %why, "a recorded tenant could not be rebuilt; skipped");
                     continue;
@@ -362,6 +352,21 @@ impl Tenants {
             }
             table.by_id.insert(record.id.clone(), tenant);
         }
+    }
+}
+
+impl Tenants {
+    /// A tenant made through the API, from its record.
+    pub(super) fn rebuild(&self, record: &TenantRecord) -> Result<Arc<Tenant>, String> {
+        let spec = serde_json::from_str::<RecordedSpec>(&record.spec)
+            .map_err(|e| format!("its spec: {e}"))?;
+        let role = match record.role.as_str() {
+            "admin" => Role::Admin,
+            _ => Role::Tenant,
+        };
+        self.make_api_tenant(&record.id, role, &spec)
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
     }
 }
 

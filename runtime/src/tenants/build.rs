@@ -32,6 +32,7 @@ pub(super) struct Parts {
     pub(super) native: NativeModules,
     pub(super) store: Store,
     pub(super) scripts: Scripts,
+    pub(super) packages: std::sync::Arc<crate::packages::Packages>,
 }
 
 /// One tenant's own settings.
@@ -167,6 +168,12 @@ impl Tenant {
                 "tools restored from the store"
             );
         }
+        self.restore_strategies().await;
+        self.jobs.restore().await;
+    }
+
+    /// The error strategies as recorded.
+    pub async fn restore_strategies(&self) {
         match self.store.settings(&self.id).await {
             Ok(settings) => {
                 for (key, value) in settings {
@@ -192,7 +199,6 @@ impl Tenant {
                 tracing::error!(tenant = %self.id, cause = %err, "could not read the strategies")
             }
         }
-        self.jobs.restore().await;
     }
 
     /// Sets the default error strategy or one alias's, recorded first; `false` when the

@@ -14,6 +14,7 @@ mod admin;
 mod build;
 mod failures;
 mod strategy;
+mod sync;
 
 pub use admin::{AdminError, IssuedKey, KeyInfo, MAX_KEYS, NewTenant};
 pub use failures::address_key;
@@ -34,6 +35,7 @@ use subtle::ConstantTimeEq as _;
 use crate::config::{Config, LOCAL_TENANT, Policy, Role, parse_key_hash};
 use crate::jobs::Jobs;
 use crate::native::NativeModules;
+use crate::packages::Packages;
 use crate::registry::{Registry, Shared};
 use crate::sandbox::{LimitOverrides, Sandbox};
 use crate::scripts::Scripts;
@@ -147,6 +149,7 @@ impl Tenants {
         native: &NativeModules,
         store: &Store,
         scripts: &Scripts,
+        packages: &Arc<Packages>,
     ) -> anyhow::Result<Self> {
         let parts = Parts {
             config: config.clone(),
@@ -155,6 +158,7 @@ impl Tenants {
             native: native.clone(),
             store: store.clone(),
             scripts: scripts.clone(),
+            packages: Arc::clone(packages),
         };
         let failures = FailureWindow::new(config.http.auth_failures_per_minute);
         let mut table = Table::default();
@@ -220,6 +224,7 @@ impl Tenants {
     pub async fn restore(&self) {
         self.restore_api_tenants().await;
         for tenant in self.all() {
+            self.materialize(&tenant).await;
             tenant.restore().await;
         }
     }

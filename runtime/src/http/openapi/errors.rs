@@ -159,6 +159,11 @@ pub const ERROR_CODES: &[CodeDoc] = &[
         "the tenant already holds `max_jobs` jobs, running or finished and unexpired",
     ),
     code(
+        "job_elsewhere",
+        409,
+        "the job runs on another node of the cluster: it can be read through any node, deleted only through its own",
+    ),
+    code(
         "cancelled",
         422,
         "(in a job's `error`) the job was cancelled; the instance was replaced",

@@ -306,6 +306,8 @@ pub struct ChangeSchema {
     status: String,
     attempt: u32,
     error: Option<String>,
+    /// The node that made the change (a task taken over by another node shows both).
+    node: Option<String>,
 }
 
 /// A task with its steps and every state change.

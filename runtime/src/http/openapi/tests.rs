@@ -264,6 +264,7 @@ fn task_schemas_match_the_task_types() {
         status: "running".into(),
         attempt: 1,
         error: Some("e".into()),
+        node: Some("n".into()),
     };
     let record = TaskRecord {
         summary: summary.clone(),
