@@ -107,13 +107,7 @@ struct Client {
 
 impl Client {
     async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
-        match request.send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                (status, response.json().await.unwrap_or(Value::Null))
-            }
-            Err(_) => (0, Value::Null),
-        }
+        super::send(request).await
     }
 
     async fn post(&self, base: &str, key: &str, path: &str, body: Value) -> (u16, Value) {

@@ -106,6 +106,17 @@ fn serve_in(dir: &Path, config: &str, env: &[(&str, &str)]) -> (Running, String)
     (Running(child), format!("http://{addr}"))
 }
 
+/// Sends `request`; status 0 when the server is gone (it is killed mid-request).
+async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
 fn terminate(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

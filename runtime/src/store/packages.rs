@@ -77,10 +77,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query(UNUSED_WHEELS).execute(&mut *tx).await?;
-        note(&mut tx, owner, Kind::Packages).await?;
-        tx.commit().await?;
-        Ok(())
+        finish(tx, owner).await
     }
 
     /// Records that package `name` was removed from `owner`'s environment `env`.
@@ -96,10 +93,7 @@ impl Store {
         .bind(now())
         .execute(&mut *tx)
         .await?;
-        sqlx::query(UNUSED_WHEELS).execute(&mut *tx).await?;
-        note(&mut tx, owner, Kind::Packages).await?;
-        tx.commit().await?;
-        Ok(())
+        finish(tx, owner).await
     }
 
     /// Every package row of `owner`, removed ones included, by environment and name.
@@ -156,4 +150,13 @@ impl Store {
         .transpose()
         .map_err(|err: sqlx::Error| err.into())
     }
+}
+
+/// Ends a change of `owner`'s packages: drops the wheels nothing uses any more, notes the
+/// change for the other nodes, commits.
+async fn finish(mut tx: sqlx::Transaction<'_, sqlx::Any>, owner: &str) -> super::Result<()> {
+    sqlx::query(UNUSED_WHEELS).execute(&mut *tx).await?;
+    note(&mut tx, owner, Kind::Packages).await?;
+    tx.commit().await?;
+    Ok(())
 }
