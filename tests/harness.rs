@@ -2,7 +2,7 @@
 //! talks to it over HTTP. The engine (and its compiled interpreter, from the on-disk cache) is
 //! loaded once per test binary and shared; every server gets its own data and scripts folders.
 
-pub mod services;
+pub use scriptbox::bench::services;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -19,6 +19,8 @@ pub const DRIVER_SOURCE: &str = concat!(
     "\n",
     include_str!("../../python-wasm/guest/driver/frames.py"),
     "\n",
+    include_str!("../../python-wasm/guest/driver/egress.py"),
+    "\n",
     include_str!("../../python-wasm/guest/driver/host.py"),
 );
 

@@ -20,6 +20,8 @@
 //!   requirements checked at load.
 //! * [`registry`] — one owner's loaded tools: alias -> actor with a bounded queue and one
 //!   instance (or an isolated pool); tool and call quotas; scratch folders; the result cache.
+//! * [`egress`] — outbound HTTP for tools (`scriptbox.http`): per-tenant rules, the address
+//!   check, credentials added by the host, limits, the audit of each request.
 //! * [`native`] — trusted native modules: manifests, load order, the loader and its table,
 //!   the C ABI (with the module cache, the only `unsafe`).
 //! * [`scripts`] — tenants' scripts (immutable versions in the store, checked by compiling
@@ -44,6 +46,7 @@ pub mod artifacts;
 pub mod bench;
 pub mod cluster;
 pub mod config;
+pub mod egress;
 pub mod engine;
 pub mod guest;
 pub mod http;

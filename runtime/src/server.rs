@@ -54,6 +54,8 @@ pub struct Server {
     pub scripts: Scripts,
     /// The durable store.
     pub store: Store,
+    /// The node's audit log writer.
+    audit: crate::store::audit::AuditLog,
     /// Where the driver's bytecode is kept between servers.
     pub cache_dir: PathBuf,
     /// `python.wasm`, when the pre-initialised images are on (`images = true`).
@@ -123,9 +125,17 @@ impl Server {
             &config.data_dir,
             store.clone(),
         ));
-        let tenants = Tenants::build(
-            config, &sandbox, &shared, &native, &store, &scripts, &packages,
-        )?;
+        let audit = crate::store::audit::AuditLog::start(store.clone());
+        let tenants = Tenants::build(crate::tenants::Parts {
+            config: config.clone(),
+            sandbox: sandbox.clone(),
+            shared,
+            native: native.clone(),
+            store: store.clone(),
+            scripts: scripts.clone(),
+            packages: Arc::clone(&packages),
+            egress: crate::egress::Egress::new(audit.clone())?,
+        })?;
         let mark = crate::cluster::mark(&store).await;
         tenants.restore().await;
         let tasks = crate::tasks::Service::open(store.clone(), kinds, lease);
@@ -141,6 +151,7 @@ impl Server {
             sandbox,
             scripts,
             store,
+            audit,
             cache_dir: config.cache_dir.clone(),
             images: config.images.then(|| config.plain_wasm()),
         })
@@ -178,9 +189,11 @@ impl Server {
             sandbox: self.sandbox.clone(),
             scripts: self.scripts.clone(),
             store: self.store.clone(),
+            audit: self.audit.clone(),
         });
         let connections = Arc::new(Semaphore::new(self.http.max_connections));
         let per_address = PerAddress::new(self.http.max_connections_per_ip);
+        let trusted: Arc<[IpAddr]> = self.http.trusted_proxies.clone().into();
         let graceful = GracefulShutdown::new();
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
@@ -206,17 +219,25 @@ impl Server {
                 },
                 () = &mut shutdown => break,
             };
-            let Some(slot) = per_address.enter(addr.ip()) else {
-                tracing::debug!(client = %addr.ip(), "too many connections from one address; closing");
-                drop(stream);
-                continue;
+            // A trusted proxy carries many clients: the per-address cap is for them, not it.
+            let slot = if trusted.contains(&addr.ip()) {
+                None
+            } else {
+                let Some(slot) = per_address.enter(addr.ip()) else {
+                    tracing::debug!(client = %addr.ip(), "too many connections from one address; closing");
+                    drop(stream);
+                    continue;
+                };
+                Some(slot)
             };
             let app = app.clone();
+            let trusted = Arc::clone(&trusted);
             let service =
                 hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                    let client = http::forwarded::client_address(addr, request.headers(), &trusted);
                     request
                         .extensions_mut()
-                        .insert(ConnectInfo::<SocketAddr>(addr));
+                        .insert(ConnectInfo::<SocketAddr>(client));
                     app.clone().oneshot(request)
                 });
             let connection =

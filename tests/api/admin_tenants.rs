@@ -157,3 +157,72 @@ async fn tenants_and_keys_through_the_api() {
         .collect();
     assert_eq!(ids, ["acme", "plain", "root"], "{list}");
 }
+
+/// `GET /admin/audit` until `wanted` entries of `tenant` are there (written in the
+/// background), at most 2 s; the page.
+async fn audit_of(admin: &scriptbox_tests::Api, tenant: &str, wanted: usize) -> serde_json::Value {
+    let started = std::time::Instant::now();
+    loop {
+        let (status, page) = admin.get(&format!("/admin/audit?tenant={tenant}")).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        if page["data"]["entries"].as_array().expect("entries").len() >= wanted {
+            return page;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{page}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_records_what_tenants_did_and_pages() {
+    let server = server().await;
+    let admin = server.as_key("root-key");
+    let plain = server.as_key("plain-key");
+    plain.load("my_calc", "calc").await;
+    let (status, _) = plain.post("/python/unload", json!({"alias": "calc"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = plain.get("/admin/tenants").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let page = audit_of(&admin, "plain", 3).await;
+    let entries = page["data"]["entries"].as_array().expect("entries");
+    let events: Vec<&str> = entries.iter().filter_map(|e| e["event"].as_str()).collect();
+    // newest first
+    assert_eq!(
+        events,
+        ["forbidden", "tool_unloaded", "tool_loaded"],
+        "{page}"
+    );
+    assert_eq!(entries[2]["detail"]["name"], "calc");
+    assert!(entries[0]["node"].as_str().is_some_and(|n| !n.is_empty()));
+    assert!(entries.iter().all(|e| e["tenant"] == "plain"));
+    assert!(entries.iter().all(|e| {
+        e["detail"]["request_id"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty())
+    }));
+
+    // paging: one at a time, following next_cursor
+    let (_, first) = admin.get("/admin/audit?tenant=plain&limit=1").await;
+    let cursor = first["data"]["next_cursor"].as_i64().expect("cursor");
+    let (_, second) = admin
+        .get(&format!(
+            "/admin/audit?tenant=plain&limit=1&cursor={cursor}"
+        ))
+        .await;
+    assert_eq!(
+        second["data"]["entries"][0]["event"], "tool_unloaded",
+        "{second}"
+    );
+
+    // bad input, and a tenant that may not read it
+    for query in ["limit=0", "limit=1001", "cursor=x", "colour=red"] {
+        let (status, body) = admin.get(&format!("/admin/audit?{query}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+    }
+    let (status, body) = plain.get("/admin/audit").await;
+    assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
+}

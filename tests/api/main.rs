@@ -6,6 +6,7 @@ mod batch;
 mod conversion;
 mod debug;
 mod durable;
+mod egress;
 mod engine_cache;
 mod environment;
 mod execute;

@@ -90,6 +90,81 @@ async fn key_guessing_is_rate_limited_per_address() {
     drop(a);
 }
 
+/// A key check from `server`'s address with `X-Forwarded-For: forwarded`; its status.
+async fn guess_from(server: &TestServer, key: &str, forwarded: &str) -> StatusCode {
+    server
+        .as_key(key)
+        .request(reqwest::Method::GET, "/python/list")
+        .header("x-forwarded-for", forwarded)
+        .send()
+        .await
+        .expect("request")
+        .status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_key_guessing_is_limited_per_forwarded_address() {
+    let (server, a, _) = two_tenants(|c| {
+        c.http.auth_failures_per_minute = 3;
+        c.http.trusted_proxies = vec!["127.0.0.1".parse().expect("ip")];
+    })
+    .await;
+    for i in 0..3 {
+        let status = guess_from(&server, &format!("guess-{i}"), "127.0.0.7").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        guess_from(&server, KEY_A, "127.0.0.7").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // another client behind the same proxy is not locked out
+    assert_eq!(
+        guess_from(&server, KEY_A, "127.0.0.8").await,
+        StatusCode::OK
+    );
+    // the audit log names the forwarded address
+    // (written in the background: read until it is there, at most 2 s)
+    let admin = server.as_key(KEY_ADMIN);
+    let started = std::time::Instant::now();
+    loop {
+        let (status, page) = admin.get("/admin/audit?tenant=&limit=50").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let failures: Vec<&serde_json::Value> = page["data"]["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter(|e| e["event"] == "auth_failed")
+            .collect();
+        if failures.len() >= 4 {
+            assert!(
+                failures
+                    .iter()
+                    .all(|e| e["detail"]["client"] == "127.0.0.7"),
+                "{page}"
+            );
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "{page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_trusted_proxy_x_forwarded_for_is_ignored() {
+    let (server, a, _) = two_tenants(|c| c.http.auth_failures_per_minute = 3).await;
+    for i in 0..3 {
+        let status = guess_from(&server, &format!("guess-{i}"), "127.0.0.7").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    // a forged header does not get the guesser a fresh address
+    assert_eq!(
+        guess_from(&server, KEY_A, "127.0.0.8").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    drop(a);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_never_sees_another_tenants_tools() {
     let (_server, a, b) = two_tenants(|_| {}).await;

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::services::{Caddy, Postgres};
 use super::{Running, serve_in};
+use scriptbox::bench::services::{Caddy, Postgres};
 
 const ADMIN_KEY: &str = "cluster-admin-key-0123456789";
 /// Short leases, so a dead node's tasks move within the test (the default is 10 s).
@@ -84,7 +84,7 @@ fn node(root: &Path, id: &str, url: &str, wheels: &Path) -> Node {
         // Images off: three nodes building them at once on 2 cores would starve the timing
         // checks (they are a per-node start-up optimisation, not part of the cluster). The
         // tests poll nodes with keys they do not know yet, from one address: no lockout.
-        "images = false\n[http]\nauth_failures_per_minute = 100000\n\
+        "images = false\n[http]\nauth_failures_per_minute = 100000\ntrusted_proxies = [\"127.0.0.1\"]\n\
          [store]\nurl = {url:?}\n\
          [cluster]\nnode_id = {id:?}\ntask_lease_s = {LEASE_S}\npoll_ms = 100\n\
          [packages]\nfind_links = {wheels:?}\n\
@@ -321,8 +321,8 @@ fn kill(node: &mut Node) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_behind_caddy_lose_nothing_when_one_is_killed() {
-    let pg = Postgres::start();
-    let url = pg.database("cluster");
+    let pg = Postgres::start().expect("postgres");
+    let url = pg.database("cluster").expect("database");
     // Kept after a failure: each node's server.log is in <root>/<node id>/.
     let root = tempfile::tempdir().expect("tempdir").keep();
     eprintln!("cluster folder: {}", root.display());
@@ -336,7 +336,7 @@ async fn three_nodes_behind_caddy_lose_nothing_when_one_is_killed() {
         .iter()
         .map(|n| n.base.trim_start_matches("http://").to_owned())
         .collect();
-    let caddy = Caddy::start(&upstreams);
+    let caddy = Caddy::start(&upstreams).expect("caddy");
     let proxy = format!("http://127.0.0.1:{}", caddy.port);
     let client = Client {
         http: reqwest::Client::builder()

@@ -43,8 +43,6 @@ mod cluster;
 mod control_plane_crash;
 mod layout;
 mod one_build;
-#[path = "../services.rs"]
-mod services;
 mod tasks_crash;
 
 /// Starts the binary and returns it with the address it logged.

@@ -22,8 +22,10 @@ async fn stores() -> Vec<(Store, Keep)> {
         .for_node("n1");
     let pg = tokio::task::spawn_blocking(Postgres::start)
         .await
+        .expect("postgres")
         .expect("postgres");
-    let postgres = Store::open(&Location::Postgres(pg.database("suite")))
+    let url = pg.database("suite").expect("database");
+    let postgres = Store::open(&Location::Postgres(url))
         .await
         .expect("postgres store")
         .for_node("n1");

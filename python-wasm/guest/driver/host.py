@@ -17,7 +17,7 @@ def make_guest_module(exchange, driver):
     import types
 
     module = types.ModuleType("scriptbox")
-    module.__doc__ = "Host services for scriptbox tools: global variables, registered functions, native modules."
+    module.__doc__ = "Host services for scriptbox tools: global variables, registered functions, native modules, outbound HTTP (scriptbox.http)."
 
     def host_call(service, **fields):
         fields["service"] = service
@@ -67,6 +67,8 @@ def make_guest_module(exchange, driver):
     module.global_names = global_names
     module.call = call
     module.native = native
+    module.http = make_http_module(host_call, HostError)
+    sys.modules["scriptbox.http"] = module.http
     return module
 
 
@@ -117,6 +119,7 @@ def reseed():
 
 def main(argv):
     reseed()
+    close_the_sockets()
     if len(argv) < 3:
         sys.stderr.write("usage: _scriptbox_driver.py MODULE SCRIPTS_DIR [--pipes]\n")
         return 2

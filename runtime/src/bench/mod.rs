@@ -8,11 +8,14 @@
 //!
 //! Numbers, not assertions: docs/performance.md records the runs and the ratios.
 //!
-//! `scriptbox bench --hostile` runs the load check instead (see [`hostile`]).
+//! `scriptbox bench --hostile` runs the load check instead (see [`hostile`]), and
+//! `scriptbox bench --cluster` the cluster bench (see [`cluster`]).
 
+mod cluster;
 mod hostile;
 mod limits_cost;
 mod record;
+pub mod services;
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -38,6 +41,14 @@ pub struct BenchArgs {
     /// Native interpreter for the reference run.
     #[arg(long, default_value = "python3")]
     pub python: String,
+    /// Run the cluster bench instead: three nodes on one PostgreSQL behind Caddy (fetched
+    /// like the tests' services), one node direct and through the proxy side by side, task
+    /// claim throughput and a node's death (see --cluster-s, --concurrency).
+    #[arg(long)]
+    pub cluster: bool,
+    /// Seconds of calls per row of the cluster bench.
+    #[arg(long, default_value_t = 10)]
+    pub cluster_s: u64,
     /// Run the load check instead: many clients, some of them hostile (see --clients,
     /// --duration-s, --hostile-percent).
     #[arg(long)]
@@ -85,6 +96,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.hostile {
         return hostile::run(&args).await;
+    }
+    if args.cluster {
+        if args.cluster_s == 0 {
+            bail!("--cluster-s must be above 0");
+        }
+        return cluster::run(&args).await;
     }
     let data = std::env::temp_dir().join(format!("scriptbox-bench-{}", std::process::id()));
     let config = Config {
@@ -254,6 +271,8 @@ async fn http_parallel(
 pub(crate) struct RawClient {
     send: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
     host: String,
+    /// Sent as `X-API-Key` on every request.
+    key: Option<String>,
     _conn: tokio::task::JoinHandle<()>,
 }
 
@@ -269,8 +288,16 @@ impl RawClient {
         Ok(Self {
             send,
             host: addr.to_string(),
+            key: None,
             _conn: conn,
         })
+    }
+
+    /// As [`RawClient::connect`], each request with `key`.
+    pub(crate) async fn with_key(addr: std::net::SocketAddr, key: &str) -> anyhow::Result<Self> {
+        let mut client = Self::connect(addr).await?;
+        client.key = Some(key.to_owned());
+        Ok(client)
     }
 
     /// Sends one request and reads the whole response; returns whether it was a 2xx.
@@ -293,13 +320,29 @@ impl RawClient {
         path: &str,
         body: bytes::Bytes,
     ) -> anyhow::Result<(u16, bytes::Bytes)> {
+        self.exchange_as(method, path, "application/json", body)
+            .await
+    }
+
+    /// As [`RawClient::exchange`], with a body of `content_type`.
+    pub(crate) async fn exchange_as(
+        &mut self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: bytes::Bytes,
+    ) -> anyhow::Result<(u16, bytes::Bytes)> {
         use http_body_util::BodyExt as _;
         self.send.ready().await?;
-        let request = hyper::Request::builder()
+        let mut request = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header("host", self.host.as_str())
-            .body(http_body_util::Full::new(body))?;
+            .header("content-type", content_type);
+        if let Some(key) = &self.key {
+            request = request.header("x-api-key", key.as_str());
+        }
+        let request = request.body(http_body_util::Full::new(body))?;
         let response = self.send.send_request(request).await?;
         let status = response.status().as_u16();
         let body = response.into_body().collect().await?.to_bytes();

@@ -24,6 +24,7 @@
 //! max_connections = 1024
 //! max_connections_per_ip = 64
 //! auth_failures_per_minute = 10  # per client address; past it 429 for every key it sends
+//! trusted_proxies = []          # e.g. ["127.0.0.1"]: believe their X-Forwarded-For
 //!
 //! [quotas]            # the keyless local tenant's quotas (when no [[tenants]] are declared);
 //! max_tools = 64      # without this table it may use the server's totals
@@ -80,6 +81,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
+pub mod egress;
 mod sections;
 mod tenants;
 
@@ -298,6 +300,9 @@ impl Config {
                 "config [http]: max_headers, max_connections, max_connections_per_ip and \
                  auth_failures_per_minute must be above 0"
             );
+        }
+        if h.trusted_proxies.len() > 64 {
+            bail!("config [http]: trusted_proxies takes at most 64 addresses");
         }
         Ok(())
     }

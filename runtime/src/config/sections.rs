@@ -28,6 +28,12 @@ pub struct HttpLimits {
     /// Failed key checks per client address per minute; past it every key it sends is
     /// refused with 429 until the minute is over.
     pub auth_failures_per_minute: u32,
+    /// Proxies in front of the server (their exact addresses, at most 64). A request whose
+    /// connection comes from one of them is attributed to the last address in its
+    /// `X-Forwarded-For` that is not a trusted proxy, for the per-address limits; and the
+    /// per-address connection cap does not apply to the proxy itself. Empty (the default):
+    /// `X-Forwarded-For` is ignored.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for HttpLimits {
@@ -40,6 +46,7 @@ impl Default for HttpLimits {
             max_connections: 1024,
             max_connections_per_ip: 64,
             auth_failures_per_minute: 10,
+            trusted_proxies: Vec::new(),
         }
     }
 }

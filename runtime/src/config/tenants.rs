@@ -145,10 +145,13 @@ pub struct Policy {
     /// them installed at load (needs `install_packages`), instead of a `missing_requirements`
     /// refusal.
     pub auto_install_requirements: bool,
+    /// Outbound HTTP through `scriptbox.http` (none by default).
+    pub egress: super::egress::Egress,
 }
 
 impl Policy {
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.egress.validate()?;
         if self.native_functions.len() > 1024 {
             bail!("native_functions: at most 1024 entries");
         }

@@ -44,6 +44,11 @@ pub struct CallData {
     /// The answer came from the result cache (configurePerformance); the tool did not run.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     cached: bool,
+    /// The call's outbound HTTP through `scriptbox.http` (absent when it made none):
+    /// `{requests, bytes_sent, bytes_received}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    egress: Option<crate::egress::Usage>,
 }
 
 impl CallData {
@@ -62,6 +67,7 @@ impl CallData {
             warning: Some(err.public_json()),
             debug: None,
             cached: false,
+            egress: serde_json::from_value(d["egress"].clone()).ok(),
         }
     }
 }
@@ -132,6 +138,7 @@ pub(super) fn call_result(
     function: &str,
 ) -> Result<Success<CallData>, ApiError> {
     let state_reset = report.state_reset;
+    let egress = (report.egress.requests > 0).then_some(report.egress);
     match report.outcome {
         Outcome::Answered {
             result,
@@ -152,6 +159,7 @@ pub(super) fn call_result(
             warning: None,
             debug,
             cached: report.cached,
+            egress,
         })),
         Outcome::Answered {
             error: Some(error),
@@ -174,12 +182,21 @@ pub(super) fn call_result(
             {
                 details["debug"] = value;
             }
+            if let Some(egress) = egress {
+                details["egress"] = json!(egress);
+            }
             Err(guest_error(error, alias, function, details))
         }
-        Outcome::Faulted { fault, elapsed } => Err(fault_error(&fault).with_details(json!({
-            "elapsed_ms": millis(elapsed),
-            "state_reset": state_reset,
-        }))),
+        Outcome::Faulted { fault, elapsed } => {
+            let mut details = json!({
+                "elapsed_ms": millis(elapsed),
+                "state_reset": state_reset,
+            });
+            if let Some(egress) = egress {
+                details["egress"] = json!(egress);
+            }
+            Err(fault_error(&fault).with_details(details))
+        }
     }
 }
 

@@ -5,6 +5,7 @@ mod admin;
 mod answer;
 mod args;
 mod audit;
+mod audit_log;
 mod auth;
 mod batch;
 mod body;
@@ -14,6 +15,7 @@ mod environment;
 mod error;
 mod execute;
 mod exports;
+pub mod forwarded;
 mod globals;
 mod high_level;
 mod jobs;
@@ -65,6 +67,8 @@ pub struct AppState {
     pub scripts: crate::scripts::Scripts,
     /// The store (whose reachability `/health` reports; it knows this node's id).
     pub store: crate::store::Store,
+    /// The node's audit log writer.
+    pub audit: crate::store::audit::AuditLog,
 }
 
 /// Every route, with its layers. The routes are collected through `utoipa_axum`, so the
@@ -133,9 +137,11 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(admin::tenants, admin::create_tenant))
         .routes(routes!(admin::delete_tenant))
         .routes(routes!(admin::add_key, admin::list_keys))
-        .routes(routes!(admin::revoke_key));
+        .routes(routes!(admin::revoke_key))
+        .routes(routes!(audit_log::list));
     let admin = behind_key(admin, &state)
         .layer(axum::Extension(Arc::clone(&state.tasks)))
+        .layer(axum::Extension(state.store.clone()))
         .with_state(Arc::clone(&state.tenants));
     let scripts = OpenApiRouter::default()
         .routes(routes!(scripts::list_scripts))
@@ -180,6 +186,7 @@ pub fn router(state: AppState) -> Router {
             axum::response::IntoResponse::into_response(ApiError::internal("handler panicked"))
         }))
         .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn_with_state(state.clone(), audit::scope))
         .layer(middleware::from_fn(envelope::request_id))
 }
 

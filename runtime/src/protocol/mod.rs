@@ -197,6 +197,25 @@ pub enum HostRequest {
         function: String,
         args: Box<RawValue>,
     },
+    /// An outbound HTTP request (`scriptbox.http`), made by the host if the owner's egress
+    /// policy allows it.
+    Http(HttpRequest),
+}
+
+/// An outbound HTTP request as the guest asks for it: `{"service": "http", "request":
+/// {"method", "url", "headers": [[name, value]...], "body": base64, "timeout_ms"}}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRequest {
+    pub method: String,
+    pub url: String,
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    /// The body, base64-encoded.
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 /// A host call's frame as sent (serde's tagged enums cannot hold raw values).
@@ -210,6 +229,7 @@ struct HostFrame {
     kwargs: Option<Box<RawValue>>,
     module: Option<String>,
     function: Option<String>,
+    request: Option<Box<RawValue>>,
 }
 
 impl HostRequest {
@@ -235,6 +255,10 @@ impl HostRequest {
                 function: frame.function.clone().ok_or("missing function")?,
                 args: frame.args.unwrap_or_else(null),
             },
+            "http" => {
+                let request = frame.request.as_ref().ok_or("missing request")?;
+                Self::Http(serde_json::from_str(request.get()).map_err(|err| err.to_string())?)
+            }
             other => return Err(format!("unknown host service {other:?}")),
         })
     }

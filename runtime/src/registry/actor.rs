@@ -240,6 +240,7 @@ impl Actor {
                 },
                 state_reset: false,
                 cached: false,
+                egress: Default::default(),
             });
         }
         if counted {
@@ -269,6 +270,7 @@ impl Actor {
             registry: &self.owner,
             outer: chain,
             own: Some(&self.alias),
+            http: Default::default(),
         };
         let debug = lock(&self.debug).clone();
         let options = RunOptions {
@@ -293,6 +295,7 @@ impl Actor {
                 }
             }
         };
+        let egress = host.http.usage();
         let replace = match &outcome {
             Outcome::Faulted { fault, .. } => {
                 tracing::info!(alias = %self.alias, %fault, "instance stopped; respawning from the snapshot");
@@ -320,6 +323,7 @@ impl Actor {
             outcome,
             state_reset,
             cached: false,
+            egress,
         })
     }
 

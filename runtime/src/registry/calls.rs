@@ -45,6 +45,7 @@ impl Registry {
                     },
                     state_reset: false,
                     cached: true,
+                    egress: Default::default(),
                 });
             }
         }
@@ -254,6 +255,7 @@ impl Registry {
             registry: &registry,
             outer: Vec::new(),
             own: None,
+            http: Default::default(),
         };
         let options = RunOptions {
             host: &host,
@@ -265,6 +267,7 @@ impl Registry {
             outcome,
             state_reset: false,
             cached: false,
+            egress: host.http.usage(),
         })
     }
 }

@@ -128,6 +128,8 @@ pub(super) struct JobHost<'a> {
     pub outer: Vec<String>,
     /// The job's own tool (none for a fresh sandbox).
     pub own: Option<&'a str>,
+    /// The job's outbound HTTP so far.
+    pub http: crate::egress::CallBudget,
 }
 
 impl JobHost<'_> {
@@ -179,6 +181,14 @@ impl HostCalls for JobHost<'_> {
                     function,
                     args,
                 } => call_native(&registry.settings().native, &module, &function, &args).await,
+                HostRequest::Http(request) => {
+                    let answer = match &registry.settings().egress {
+                        Some(egress) => egress.perform(request, &self.http).await,
+                        None => serde_json::json!({"error": {"kind": "denied",
+                            "message": "outbound HTTP is not allowed for this tool's owner (no egress rule)"}}),
+                    };
+                    serde_json::value::to_raw_value(&answer).map_err(|e| e.to_string())
+                }
             }
         })
     }

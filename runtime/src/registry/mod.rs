@@ -61,6 +61,8 @@ pub struct CallReport {
     pub state_reset: bool,
     /// The answer came from the result cache; the tool did not run.
     pub cached: bool,
+    /// The call's outbound HTTP (`scriptbox.http`).
+    pub egress: crate::egress::Usage,
 }
 
 /// A loaded tool as `list` shows it.
@@ -119,6 +121,8 @@ pub struct Settings {
     pub venvs_root: PathBuf,
     /// The native-module functions the owner's guest code may call.
     pub native: crate::native::Access,
+    /// The owner's outbound HTTP (`None`: no rule, every request refused).
+    pub egress: Option<Arc<crate::egress::TenantEgress>>,
 }
 
 /// Scratch folders: `root/<alias>.<random>` per loaded tool, removed when it goes.

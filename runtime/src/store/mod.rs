@@ -15,7 +15,9 @@
 //! * [`tenants`] — tenants created through the API, and their keys' digests.
 //! * [`packages`] — tenants' installed packages and the wheels they came from.
 //! * [`cluster`] — the nodes' heartbeats and the log of changes they follow.
+//! * [`audit`] — the audit log, written in batches by each node.
 
+pub mod audit;
 pub mod cluster;
 pub mod jobs;
 mod migrations;

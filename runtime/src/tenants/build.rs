@@ -25,14 +25,16 @@ const STRATEGY_OF: &str = "strategy:";
 
 /// What every tenant is built from.
 #[derive(Clone)]
-pub(super) struct Parts {
-    pub(super) config: Config,
-    pub(super) sandbox: Sandbox,
-    pub(super) shared: Shared,
-    pub(super) native: NativeModules,
-    pub(super) store: Store,
-    pub(super) scripts: Scripts,
-    pub(super) packages: std::sync::Arc<crate::packages::Packages>,
+pub struct Parts {
+    pub config: Config,
+    pub sandbox: Sandbox,
+    pub shared: Shared,
+    pub native: NativeModules,
+    pub store: Store,
+    pub scripts: Scripts,
+    pub packages: std::sync::Arc<crate::packages::Packages>,
+    /// The node's outbound HTTP client (each tenant gets its rules on it).
+    pub egress: crate::egress::Egress,
 }
 
 /// One tenant's own settings.
@@ -95,6 +97,14 @@ impl Parts {
                 scratch,
                 max_open_files: quotas.max_open_files,
                 venvs_root: self.data("envs", id),
+                egress: match policy.egress.allow.is_empty() {
+                    true => None,
+                    false => Some(Arc::new(
+                        self.egress
+                            .for_tenant(id, &policy.egress)
+                            .map_err(|why| anyhow::anyhow!("tenant {id:?}: egress: {why}"))?,
+                    )),
+                },
                 native: crate::native::Access {
                     modules: self.native.clone(),
                     policy: policy.clone(),

@@ -34,13 +34,11 @@ use subtle::ConstantTimeEq as _;
 
 use crate::config::{Config, LOCAL_TENANT, Policy, Role, parse_key_hash};
 use crate::jobs::Jobs;
-use crate::native::NativeModules;
-use crate::packages::Packages;
-use crate::registry::{Registry, Shared};
-use crate::sandbox::{LimitOverrides, Sandbox};
-use crate::scripts::Scripts;
+use crate::registry::Registry;
+use crate::sandbox::LimitOverrides;
 use crate::store::Store;
-use build::{Parts, Spec};
+pub use build::Parts;
+use build::Spec;
 use failures::FailureWindow;
 
 /// Where a tenant was declared.
@@ -142,24 +140,8 @@ pub struct Tenants {
 impl Tenants {
     /// Builds the config's tenants (those made through the API come back with
     /// [`Tenants::restore`]).
-    pub fn build(
-        config: &Config,
-        sandbox: &Sandbox,
-        shared: &Shared,
-        native: &NativeModules,
-        store: &Store,
-        scripts: &Scripts,
-        packages: &Arc<Packages>,
-    ) -> anyhow::Result<Self> {
-        let parts = Parts {
-            config: config.clone(),
-            sandbox: sandbox.clone(),
-            shared: shared.clone(),
-            native: native.clone(),
-            store: store.clone(),
-            scripts: scripts.clone(),
-            packages: Arc::clone(packages),
-        };
+    pub fn build(parts: Parts) -> anyhow::Result<Self> {
+        let config = &parts.config.clone();
         let failures = FailureWindow::new(config.http.auth_failures_per_minute);
         let mut table = Table::default();
         let mut open = None;

