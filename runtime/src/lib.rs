@@ -39,11 +39,14 @@
 //! * [`config`] — the validated server configuration.
 //! * [`limits`], [`names`] — plain data every layer shares: the limits a call runs under,
 //!   and the grammars of the names clients and operators write.
+//! * [`client`] — the `scriptbox` command's client verbs (`scripts push`, `load`, `call`,
+//!   `exec`, `tasks ...`): HTTP to a running server (beside the layers, like the bench).
 //! * [`bench`] — the `scriptbox bench` subcommand (beside the layers: it drives the server
 //!   and the sandbox from outside).
 
 pub mod artifacts;
 pub mod bench;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod egress;

@@ -18,6 +18,8 @@ use scriptbox::server::Server;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    remote: scriptbox::client::Remote,
 }
 
 #[derive(Subcommand)]
@@ -33,6 +35,9 @@ enum Command {
         #[arg(long)]
         generate: bool,
     },
+    /// Client verbs: talk to a running server (--url, --key; see docs/cli.md).
+    #[command(flatten)]
+    Client(scriptbox::client::Verb),
 }
 
 fn hash_key(generate: bool) -> anyhow::Result<()> {
@@ -193,6 +198,12 @@ async fn main() -> std::process::ExitCode {
     init_telemetry();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Client(verb) => {
+            return match scriptbox::client::run(cli.remote, verb).await {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(failure) => failure.exit(),
+            };
+        }
         Command::Serve(args) => serve(args).await,
         Command::Bench(args) => scriptbox::bench::run(args).await,
         Command::HashKey { generate } => hash_key(generate),

@@ -39,6 +39,7 @@ impl Drop for Running {
     }
 }
 
+mod client;
 mod cluster;
 mod control_plane_crash;
 mod layout;
