@@ -44,6 +44,7 @@ mod cluster;
 mod control_plane_crash;
 mod layout;
 mod one_build;
+mod python_sdk;
 mod tasks_crash;
 
 /// Starts the binary and returns it with the address it logged.
