@@ -6,12 +6,16 @@
 //! Layering, top to bottom (a module imports only from below it; docs/architecture.md has
 //! the picture):
 //!
+//! * [`client`] — the `scriptbox` command's client verbs (`scripts push`, `load`, `call`,
+//!   `exec`, `tasks ...`): HTTP to a running server; on top, as it uses only the names.
 //! * [`server`] — assembles the parts and serves a listener until shutdown (the accept loop).
 //! * [`cluster`] — this node among others on one store: its id, heartbeat, the changes of
 //!   other nodes applied to its tenants, its task leases.
 //! * [`http`] — the edge: axum router, handlers by route family, the one `ApiError`
 //!   (`answer` maps call outcomes and registry refusals to it), the response envelope, auth,
-//!   the OpenAPI document. Nothing below it imports axum. (An MCP edge will sit beside it.)
+//!   the OpenAPI document. Nothing below it imports axum but the MCP edge.
+//! * [`mcp`] — the MCP edge (`/mcp`, streamable HTTP through `rmcp`): the tenant's loaded
+//!   tools as MCP tools with schemas from their signatures, and `run_python`.
 //! * [`tenants`] — API keys (SHA-256 digests) -> tenant; each tenant owns a registry, a rate
 //!   limiter and a body limit. Failed key checks are counted per client address.
 //! * [`jobs`] — `callAsync` jobs: a bounded, expiring table per tenant.
@@ -39,8 +43,6 @@
 //! * [`config`] — the validated server configuration.
 //! * [`limits`], [`names`] — plain data every layer shares: the limits a call runs under,
 //!   and the grammars of the names clients and operators write.
-//! * [`client`] — the `scriptbox` command's client verbs (`scripts push`, `load`, `call`,
-//!   `exec`, `tasks ...`): HTTP to a running server (beside the layers, like the bench).
 //! * [`bench`] — the `scriptbox bench` subcommand (beside the layers: it drives the server
 //!   and the sandbox from outside).
 
@@ -55,6 +57,7 @@ pub mod guest;
 pub mod http;
 pub mod jobs;
 pub mod limits;
+pub mod mcp;
 pub mod names;
 pub mod native;
 pub mod packages;

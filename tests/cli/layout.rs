@@ -1,6 +1,6 @@
 //! The source tree against its map: the `# Layout` list of runtime/src/lib.rs names every
 //! module in layering order, each module imports only from modules below it, the files of a
-//! folder module import one another without circles, nothing below `http` imports axum, and
+//! folder module import one another without circles, nothing below `http` and `mcp` (the edges) imports axum, and
 //! no file is over 600 lines before its tests. So the map, the folders and the files keep
 //! saying the same thing.
 
@@ -222,7 +222,7 @@ fn the_files_of_a_folder_import_one_another_without_circles() {
 
 #[test]
 fn only_the_edge_imports_axum() {
-    let edge = ["server", "http"];
+    let edge = ["server", "http", "mcp"];
     let offenders: Vec<String> = modules()
         .iter()
         .filter(|(module, code)| !edge.contains(&module[0].as_str()) && code.contains("axum"))

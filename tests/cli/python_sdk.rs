@@ -1,7 +1,7 @@
 //! The Python SDK (`clients/python`) tested with pytest against the real server binary: the
 //! test makes the SDK's test environment once per machine (`clients/python/.venv`,
 //! git-ignored, every wheel pinned by SHA-256 in `requirements-test.txt`), starts a server
-//! with one tenant, and runs `pytest clients/python/tests` with its URL and key.
+//! with two tenants, and runs `pytest clients/python/tests` with its URL and key.
 
 use std::path::Path;
 use std::process::Command;
@@ -11,6 +11,7 @@ use scriptbox::config::SOURCE_ROOT;
 use super::serve;
 
 const KEY: &str = "python-sdk-test-key-0123456789";
+const OTHER_KEY: &str = "python-sdk-other-key-0123456789";
 
 /// The venv's python, made (and its pinned packages installed) if missing.
 fn venv() -> std::path::PathBuf {
@@ -56,8 +57,10 @@ fn the_python_sdk_passes_its_tests_against_a_real_server() {
     std::fs::create_dir_all(&shared).expect("shared");
     let config = format!(
         "[[tenants]]\nid = \"sdk\"\napi_key_sha256 = [{:?}]\nscripts_dir = {shared:?}\n\
-         [tenants.quotas]\nmax_tools = 3\n",
-        scriptbox::tenants::hash_key(KEY)
+         [tenants.quotas]\nmax_tools = 3\n\
+         [[tenants]]\nid = \"other\"\napi_key_sha256 = [{:?}]\nscripts_dir = {shared:?}\n",
+        scriptbox::tenants::hash_key(KEY),
+        scriptbox::tenants::hash_key(OTHER_KEY),
     );
     let (_server, base) = serve(&config, &[]);
     let sdk = Path::new(SOURCE_ROOT).join("clients/python");
@@ -68,6 +71,7 @@ fn the_python_sdk_passes_its_tests_against_a_real_server() {
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("SCRIPTBOX_URL", &base)
         .env("SCRIPTBOX_API_KEY", KEY)
+        .env("SCRIPTBOX_OTHER_KEY", OTHER_KEY)
         .output()
         .expect("pytest runs");
     let said = format!(

@@ -131,8 +131,9 @@ pub fn parse_key_hash(hex_digest: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// What a tenant's tools may reach beyond their sandbox. Everything is off by default.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+/// What a tenant's tools may reach beyond their sandbox. Everything is off by default
+/// (but `run_python` over MCP, which runs in a fresh sandbox like `/api/python/execute`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Policy {
     /// Native-module functions the tenant's guest code may call (`scriptbox.native`), each
@@ -147,6 +148,20 @@ pub struct Policy {
     pub auto_install_requirements: bool,
     /// Outbound HTTP through `scriptbox.http` (none by default).
     pub egress: super::egress::Egress,
+    /// The MCP endpoint offers `run_python` (code in a fresh sandbox); on by default.
+    pub mcp_run_python: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            native_functions: Vec::new(),
+            install_packages: false,
+            auto_install_requirements: false,
+            egress: super::egress::Egress::default(),
+            mcp_run_python: true,
+        }
+    }
 }
 
 impl Policy {

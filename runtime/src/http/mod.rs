@@ -179,6 +179,7 @@ pub fn router(state: AppState) -> Router {
         .split_for_parts();
     published.publish(document);
     router
+        .merge(crate::mcp::router(Arc::clone(&state.tenants)))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))

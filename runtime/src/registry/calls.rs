@@ -26,6 +26,29 @@ impl Registry {
         args: Box<RawValue>,
         kwargs: Box<RawValue>,
     ) -> Result<CallReport, RegistryError> {
+        self.call_with(alias, function, args, kwargs, false).await
+    }
+
+    /// As [`Registry::call`], but a caller that drops the future before the answer stops
+    /// the guest (the MCP edge: a client that cancels or goes away).
+    pub async fn call_abandonable(
+        self: &Arc<Self>,
+        alias: &str,
+        function: &str,
+        args: Box<RawValue>,
+        kwargs: Box<RawValue>,
+    ) -> Result<CallReport, RegistryError> {
+        self.call_with(alias, function, args, kwargs, true).await
+    }
+
+    async fn call_with(
+        self: &Arc<Self>,
+        alias: &str,
+        function: &str,
+        args: Box<RawValue>,
+        kwargs: Box<RawValue>,
+        abandonable: bool,
+    ) -> Result<CallReport, RegistryError> {
         check_function(function)?;
         if self.cache.enabled() {
             let tool = self.ready(alias).await?;
@@ -49,15 +72,20 @@ impl Registry {
                 });
             }
         }
-        self.run(
-            alias,
-            Op::Call {
-                function: function.to_owned(),
-                args,
-                kwargs,
-            },
-        )
-        .await
+        let op = Op::Call {
+            function: function.to_owned(),
+            args,
+            kwargs,
+        };
+        if abandonable {
+            // Dropping this future (the caller went away) stops the guest, as at a deadline.
+            let (cancel, cancelled) = oneshot::channel();
+            let mut guard = super::job::CancelOnDrop(Some(cancel));
+            let report = self.run_job(alias, op, Some(cancelled), None).await;
+            guard.disarm();
+            return report;
+        }
+        self.run(alias, op).await
     }
 
     /// Runs `op` in the tool loaded as `alias`, under its call limits and this owner's call
