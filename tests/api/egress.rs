@@ -557,3 +557,86 @@ async fn time_spent_on_http_counts_against_the_deadline() {
         "a refused request raises: {body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_minute_budget_is_the_tenants_across_calls() {
+    let up = Upstream::start().await;
+    let egress = Egress {
+        allow: vec![rule(up.url("/echo/*"), &["GET"], None)],
+        requests_per_minute: 4,
+        ..Egress::default()
+    };
+    let (_server, a, b) = server(egress, json!(null)).await;
+    let (_, body) = a
+        .call("net", "repeat", json!([up.url("/echo/m"), 3]), json!({}))
+        .await;
+    assert_eq!(body["data"]["result"][0], 3, "{body}");
+    // the next call has its own per-call budget, but only one request left this minute
+    let (_, body) = a
+        .call("net", "repeat", json!([up.url("/echo/m"), 3]), json!({}))
+        .await;
+    let result = &body["data"]["result"];
+    assert_eq!(
+        (result[0].as_u64(), result[1].as_str()),
+        (Some(1), Some("LimitExceeded")),
+        "{body}"
+    );
+    assert!(
+        result[2].as_str().is_some_and(|m| m.contains("per minute")),
+        "{body}"
+    );
+    // another tenant's budget (and rules) are its own
+    denied(
+        &fetch(&b, &up.url("/echo/m"), json!({})).await,
+        "not allowed",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_administrator_sets_a_tenants_egress_through_the_api() {
+    let up = Upstream::start().await;
+    let (server, _, _) = server(Egress::default(), json!(null)).await;
+    let admin = server.as_key(KEY_ADMIN);
+    // a malformed rule is refused, naming it
+    for bad in [
+        json!({"allow": [{"url": "ftp://x/"}]}),
+        json!({"allow": [{"url": "https://*.com/"}]}),
+        json!({"allow": [{"url": up.url("/*"), "methods": ["BREW"]}]}),
+        json!({"allow": [{"url": up.url("/*"), "auth": {"bearer_from": "TOKEN"}}]}),
+        json!({"requests_per_call": 0}),
+        json!({"surprise": true}),
+    ] {
+        let (status, body) = admin
+            .post(
+                "/admin/tenants",
+                json!({"id": "net2", "policy": {"egress": bad}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    let egress = json!({"allow": [{"url": up.url("/echo/*")}]});
+    let (status, body) = admin
+        .post(
+            "/admin/tenants",
+            json!({"id": "net2", "policy": {"egress": egress}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let key = body["data"]["key"]["api_key"].as_str().expect("key");
+    let net2 = server.as_key(key);
+    let (status, body) = net2
+        .put_script(
+            "egress_fixture",
+            Some("text/x-python"),
+            include_str!("../scripts/egress_fixture.py"),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    net2.load("egress_fixture", "net").await;
+    let got = fetch(&net2, &up.url("/echo/api"), json!({})).await;
+    assert_eq!(got["status"], 200, "{got}");
+    denied(
+        &fetch(&net2, &up.url("/other"), json!({})).await,
+        "no rule allows",
+    );
+}
