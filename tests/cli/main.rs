@@ -47,6 +47,11 @@ mod one_build;
 mod python_sdk;
 mod tasks_crash;
 
+/// Held by the tests that load the machine heavily or that time what they see (the cluster
+/// test's load and recovery; the Python tests, whose first run installs a venv), so that
+/// they never overlap on a 2-core machine.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Starts the binary and returns it with the address it logged.
 fn serve(config: &str, env: &[(&str, &str)]) -> (Running, String) {
     let dir = tempfile::tempdir().expect("tempdir").keep();
