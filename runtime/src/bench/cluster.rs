@@ -157,7 +157,7 @@ async fn tenants(addr: SocketAddr) -> anyhow::Result<Vec<String>> {
             .to_owned();
         let mut tenant = RawClient::with_key(addr, &key).await?;
         for (name, source) in [("my_calc", source.clone()), ("work", WORK.into())] {
-            let (status, answer) = tenant
+            let (status, _) = tenant
                 .exchange_as(
                     "PUT",
                     &format!("/scripts/{name}"),
@@ -166,7 +166,6 @@ async fn tenants(addr: SocketAddr) -> anyhow::Result<Vec<String>> {
                 )
                 .await?;
             ensure!(status == 201, "storing {name}: {status}");
-            drop(answer);
         }
         for (script, alias) in [("my_calc", "calc"), ("work", "w")] {
             must(
