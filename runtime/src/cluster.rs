@@ -69,7 +69,7 @@ impl Drop for Background {
 }
 
 /// Starts this node's loops.
-pub fn start(
+pub async fn start(
     config: &Config,
     store: &Store,
     tenants: &Arc<Tenants>,
@@ -78,9 +78,18 @@ pub fn start(
 ) -> Background {
     let started_at = crate::store::now();
     let lease = Duration::from_secs(config.cluster.task_lease_s);
+    // The first round before anything is served: what this node's previous process left
+    // running is taken over (and reads `interrupted`) before a client can ask about it.
+    let mut renewed = Instant::now();
+    tasks.tend(tenants.as_ref(), &mut renewed).await;
     let mut loops = vec![
         tokio::spawn(heartbeat(store.clone(), started_at, lease)),
-        tokio::spawn(tend_tasks(Arc::clone(tasks), Arc::clone(tenants), lease)),
+        tokio::spawn(tend_tasks(
+            Arc::clone(tasks),
+            Arc::clone(tenants),
+            lease,
+            renewed,
+        )),
     ];
     if store.backend() == Backend::Postgres {
         let every = Duration::from_millis(config.cluster.poll_ms);
@@ -119,11 +128,15 @@ async fn heartbeat(store: Store, started_at: f64, lease: Duration) {
     }
 }
 
-async fn tend_tasks(tasks: Arc<crate::tasks::Service>, tenants: Arc<Tenants>, lease: Duration) {
-    let mut renewed = Instant::now();
+async fn tend_tasks(
+    tasks: Arc<crate::tasks::Service>,
+    tenants: Arc<Tenants>,
+    lease: Duration,
+    mut renewed: Instant,
+) {
     loop {
-        tasks.tend(tenants.as_ref(), &mut renewed).await;
         tokio::time::sleep(lease / 3).await;
+        tasks.tend(tenants.as_ref(), &mut renewed).await;
     }
 }
 

@@ -178,7 +178,8 @@ impl Server {
             &self.tenants,
             &self.tasks,
             self.mark,
-        );
+        )
+        .await;
         let app = http::router(AppState {
             tenants: Arc::clone(&self.tenants),
             max_body_bytes: self.max_body_bytes,
