@@ -74,6 +74,7 @@ fn fails(base: &str, key: Option<&str>, args: &[&str], code: i32, says: &str) {
 
 #[test]
 fn every_client_verb_against_a_real_server() {
+    let _shared = super::HEAVY.blocking_read();
     let config = format!(
         "[[tenants]]\nid = \"cli\"\napi_key_sha256 = [{:?}]\nscripts_dir = \"scripts\"\n",
         scriptbox::tenants::hash_key(KEY)

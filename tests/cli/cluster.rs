@@ -321,7 +321,7 @@ fn kill(node: &mut Node) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_behind_caddy_lose_nothing_when_one_is_killed() {
-    let _alone = super::HEAVY.lock().await;
+    let _alone = super::HEAVY.write().await;
     let pg = Postgres::start().expect("postgres");
     let url = pg.database("cluster").expect("database");
     // Kept after a failure: each node's server.log is in <root>/<node id>/.

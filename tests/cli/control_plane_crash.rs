@@ -70,6 +70,7 @@ fn tool<'a>(list: &'a Value, alias: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_server_brings_back_its_tools_and_flags_what_it_lost() {
+    let _shared = super::HEAVY.read().await;
     let dir = tempfile::tempdir().expect("tempdir").keep();
     let (running, base) = serve_in(&dir, "", &[]);
     let client = Client::new(&base, None);
@@ -195,6 +196,7 @@ async fn assert_consistent(client: &Client, round: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_points_of_uploads_loads_and_tenant_changes_the_store_stays_whole() {
+    let _shared = super::HEAVY.read().await;
     let dir = tempfile::tempdir().expect("tempdir").keep();
     // With tenants declared, so tenant changes go through the admin API.
     let root_hash = scriptbox::tenants::hash_key("root-key");

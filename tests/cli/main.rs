@@ -47,10 +47,11 @@ mod one_build;
 mod python_sdk;
 mod tasks_crash;
 
-/// Held by the tests that load the machine heavily or that time what they see (the cluster
-/// test's load and recovery; the Python tests, whose first run installs a venv), so that
-/// they never overlap on a 2-core machine.
-static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// The cluster test (whose load and recovery are timed) and the Python tests (whose first
+/// run installs a venv) run alone: they take this for writing; every other test that starts
+/// servers takes it for reading. On a 2-core machine, anything beside the cluster test's
+/// three nodes starved its load (a fresh clone's runs, twice).
+static HEAVY: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// Starts the binary and returns it with the address it logged.
 fn serve(config: &str, env: &[(&str, &str)]) -> (Running, String) {
@@ -132,6 +133,7 @@ fn terminate(child: &Child) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_obeys_config_and_env_and_shuts_down_gracefully() {
+    let _shared = HEAVY.read().await;
     let (mut running, base) = serve(
         "[limits]\ndeadline_ms = 4000\n",
         &[("SCRIPTBOX_BIND", "127.0.0.1")],

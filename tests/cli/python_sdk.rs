@@ -51,7 +51,7 @@ fn venv() -> std::path::PathBuf {
 
 #[test]
 fn the_python_sdk_passes_its_tests_against_a_real_server() {
-    let _alone = super::HEAVY.blocking_lock();
+    let _alone = super::HEAVY.blocking_write();
     let python = venv();
     let dir = tempfile::tempdir().expect("tempdir");
     let shared = dir.path().join("shared");

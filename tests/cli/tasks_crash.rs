@@ -53,6 +53,7 @@ async fn until(client: &reqwest::Client, url: &str, done: impl Fn(&Value) -> boo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_server_keeps_its_tasks_and_resumes_them() {
+    let _shared = super::HEAVY.read().await;
     let dir = tempfile::tempdir().expect("tempdir").keep();
     let client = reqwest::Client::new();
     let (mut running, base) = serve_in(&dir, "", &[]);
