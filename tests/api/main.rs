@@ -29,4 +29,5 @@ mod packages;
 mod performance;
 mod sandbox;
 mod scripts;
+mod streaming;
 mod tasks;

@@ -19,6 +19,8 @@ Frames are JSON objects (protocol version 1; runtime/src/protocol/ holds the hos
 
     host -> guest   {"v": 1, "id": N, "op": "call", "function": str, "args": [...],
                      "kwargs": {...}, "output_cap": int}
+                    any request may add "stream": true: print() output is then also
+                    written to fds 1 and 2 as it comes (the host streams it on)
                     other ops, each with "output_cap" too:
                     {"op": "get_variable", "name": str}
                     {"op": "set_variable", "name": str, "value": <json>}
@@ -90,9 +92,13 @@ class Unserializable(Exception):
 class CappedOutput(io.TextIOBase):
     """sys.stdout/sys.stderr during a call: keeps text up to a cap shared by both streams."""
 
-    def __init__(self, budget):
+    def __init__(self, budget, fd):
         self.budget = budget
         self.parts = None  # made on the first write: most calls print nothing
+        # While the request streams (its "stream" flag), accepted text is also written to
+        # this descriptor, where the host picks it up as it comes.
+        self.fd = fd
+        self.streaming = False
 
     def writable(self):
         return True
@@ -100,18 +106,30 @@ class CappedOutput(io.TextIOBase):
     def write(self, text):
         if not isinstance(text, str):
             raise TypeError("write() argument must be str, not " + type(text).__name__)
-        size = len(text.encode("utf-8", "surrogatepass"))
+        data = text.encode("utf-8", "surrogatepass")
+        size = len(data)
         if self.parts is None:
             self.parts = []
         if size > self.budget.left:
-            keep = text.encode("utf-8", "surrogatepass")[: max(self.budget.left, 0)]
+            keep = data[: max(self.budget.left, 0)]
             self.parts.append(keep.decode("utf-8", "ignore"))
             self.budget.left = 0
             self.budget.exceeded = True
+            self.pass_on(keep)
             raise OutputLimit("output limit reached")
         self.budget.left -= size
         self.parts.append(text)
+        self.pass_on(data)
         return len(text)
+
+    def pass_on(self, data):
+        if not self.streaming or not data:
+            return
+        import os
+
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
 
     def flush(self):
         pass
@@ -119,8 +137,9 @@ class CappedOutput(io.TextIOBase):
     def value(self):
         return "".join(self.parts) if self.parts else ""
 
-    def reset(self):
+    def reset(self, streaming=False):
         self.parts = None
+        self.streaming = streaming
 
 
 class Budget:

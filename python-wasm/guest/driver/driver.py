@@ -12,8 +12,8 @@ class Driver:
         self.objects = {}
         # One capture pair for the driver's life, reset per call: cheaper than new objects.
         self.budget = Budget(0)
-        self.out = CappedOutput(self.budget)
-        self.err = CappedOutput(self.budget)
+        self.out = CappedOutput(self.budget, 1)
+        self.err = CappedOutput(self.budget, 2)
 
     def load(self):
         """Import the tool script by file path under its own module name. The module name
@@ -360,8 +360,9 @@ class Driver:
         """Runs work() with print() captured under the request's cap; the frame for its result."""
         budget, out, err = self.budget, self.out, self.err
         budget.reset(request.get("output_cap", DEFAULT_OUTPUT_CAP))
-        out.reset()
-        err.reset()
+        streaming = request.get("stream") is True
+        out.reset(streaming)
+        err.reset(streaming)
         tracer = None
         settings = request.get("debug")
         if type(settings) is dict:

@@ -97,15 +97,28 @@ pub(super) fn with_strategy(
 
 /// Runs `op` in the caller's tool `alias` and maps the outcome like a call's (`what` names
 /// it in messages).
+///
+/// A client that goes away stops the guest (the registry's watched run).
 pub(super) async fn run_op(
     tenant: &crate::tenants::Tenant,
     alias: &str,
     what: &str,
     op: crate::protocol::Op,
 ) -> Result<CallData, ApiError> {
+    run_op_streamed(tenant, alias, what, op, None).await
+}
+
+/// As [`run_op`], the op's `print()` output sent to `stream` as it is written.
+pub(super) async fn run_op_streamed(
+    tenant: &crate::tenants::Tenant,
+    alias: &str,
+    what: &str,
+    op: crate::protocol::Op,
+    stream: Option<crate::sandbox::OutputSink>,
+) -> Result<CallData, ApiError> {
     let report = tenant
         .registry
-        .run(alias, op)
+        .run_watched(alias, op, stream)
         .await
         .map_err(|err| registry_error(&tenant.id, err))?;
     call_result(report, alias, what).map(|Success(data)| data)

@@ -28,6 +28,17 @@ pub async fn scope(State(state): State<AppState>, request: Request, next: Next) 
     LOG.scope(state.audit.clone(), next.run(request)).await
 }
 
+/// `future` run with the current request's audit log: for work the response body polls
+/// after the handler returned (a streamed call).
+pub fn carry_log<F: std::future::Future>(
+    future: F,
+) -> impl std::future::Future<Output = F::Output> {
+    match LOG.try_with(Clone::clone) {
+        Ok(log) => futures_util::future::Either::Left(LOG.scope(log, future)),
+        Err(_) => futures_util::future::Either::Right(future),
+    }
+}
+
 fn record(tenant: &str, event: &str, mut detail: serde_json::Value) {
     detail["request_id"] = json!(current_request_id());
     let entry = AuditEntry {

@@ -21,6 +21,14 @@ pub fn current_request_id() -> String {
     REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
 }
 
+/// `future` run under the current request's id: for work the response body polls after
+/// the handler returned (a streamed call).
+pub fn carry_request_id<F: std::future::Future>(
+    future: F,
+) -> impl std::future::Future<Output = F::Output> {
+    REQUEST_ID.scope(current_request_id(), future)
+}
+
 fn usable_client_id(value: &HeaderValue) -> Option<String> {
     let text = value.to_str().ok()?;
     let ok = !text.is_empty()

@@ -26,10 +26,15 @@ use crate::tenants::Tenant;
 /// The largest a log file may grow; past it nothing more is appended.
 pub const MAX_LOG_BYTES: u64 = 16 << 20;
 
-async fn run_fresh(tenant: &Tenant, what: &str, op: Op) -> Result<CallData, ApiError> {
+async fn run_fresh(
+    tenant: &Tenant,
+    what: &str,
+    op: Op,
+    stream: Option<crate::sandbox::OutputSink>,
+) -> Result<CallData, ApiError> {
     let report = tenant
         .registry
-        .run_fresh(crate::protocol::SCRATCH_MODULE, op, None)
+        .run_fresh_watched(crate::protocol::SCRATCH_MODULE, op, None, stream)
         .await
         .map_err(|err| registry_error(&tenant.id, err))?;
     call_result(report, "(fresh sandbox)", what).map(|Success(data)| data)
@@ -61,7 +66,8 @@ pub struct LoggingData {
 /// `POST /python/executeWithLogging {script_content, log_file?}`: the code runs in a fresh
 /// sandbox (an empty namespace, the tenant's default limits and scripts, no scratch folder),
 /// dropped afterwards; answered as a call with `result: null`. `log_file` appends the output
-/// to `<data_dir>/logs/<tenant>/<log_file>`.
+/// to `<data_dir>/logs/<tenant>/<log_file>`. Streamed with `Accept: text/event-stream`, as
+/// `call`.
 #[utoipa::path(
     post,
     path = "/executeWithLogging",
@@ -75,18 +81,32 @@ pub struct LoggingData {
 )]
 pub async fn with_logging(
     Extension(Caller(tenant)): Authed,
+    headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody<LoggingBody>,
-) -> Result<Success<LoggingData>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     checked_code("script_content", &body.script_content)?;
     if let Some(name) = &body.log_file {
         check_log_name(name)?;
     }
+    Ok(super::stream::respond(&headers, move |sink| async move {
+        use axum::response::IntoResponse as _;
+        logged_run(&tenant, body, sink).await.into_response()
+    })
+    .await)
+}
+
+async fn logged_run(
+    tenant: &Tenant,
+    body: LoggingBody,
+    stream: Option<crate::sandbox::OutputSink>,
+) -> Result<Success<LoggingData>, ApiError> {
     let answer = run_fresh(
-        &tenant,
+        tenant,
         "the script",
         Op::Exec {
             code: body.script_content,
         },
+        stream,
     )
     .await;
     if let Some(name) = &body.log_file {
@@ -103,7 +123,7 @@ pub async fn with_logging(
                     .to_owned(),
             ),
         };
-        append_log(&tenant, name, &stdout, &stderr)?;
+        append_log(tenant, name, &stdout, &stderr)?;
     }
     answer.map(|call| {
         Success(LoggingData {
@@ -218,5 +238,7 @@ pub async fn with_profiling(
         code: body.script_content,
         top: body.top_n,
     };
-    run_fresh(&tenant, "the script", op).await.map(Success)
+    run_fresh(&tenant, "the script", op, None)
+        .await
+        .map(Success)
 }

@@ -159,7 +159,8 @@ pub(super) fn timeout_seconds(timeout: Option<f64>) -> Result<Option<Duration>, 
 /// `POST /api/python/execute {code, args?, mode?, timeout?}`: runs `code` with `args` bound;
 /// `result` is the value of a final expression statement, else the variable `result`. The
 /// answer is `{success, result, stdout, stderr, error, executionTime, mode, request_id}` at
-/// the top level (no envelope); a refused request gets the usual error envelope.
+/// the top level (no envelope); a refused request gets the usual error envelope. Streamed
+/// with `Accept: text/event-stream`, as `/python/call`; a client that disconnects stops it.
 #[utoipa::path(
     post,
     path = "/execute",
@@ -173,6 +174,7 @@ pub(super) fn timeout_seconds(timeout: Option<f64>) -> Result<Option<Duration>, 
 )]
 pub async fn execute(
     Extension(Caller(tenant)): Authed,
+    headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody<ExecuteBody>,
 ) -> Result<Response, ApiError> {
     checked_code("code", &body.code)?;
@@ -183,11 +185,20 @@ pub async fn execute(
         code: body.code,
         args,
     };
-    let answer = match body.mode {
-        Mode::Isolated => tenant.registry.run_fresh(SCRATCH_MODULE, op, within).await,
-        Mode::Session => tenant.registry.run_session(op, within).await,
-    };
-    Ok(executed(answer, &tenant.id, body.mode))
+    let mode = body.mode;
+    Ok(super::stream::respond(&headers, move |sink| async move {
+        let answer = match mode {
+            Mode::Isolated => {
+                tenant
+                    .registry
+                    .run_fresh_watched(SCRATCH_MODULE, op, within, sink)
+                    .await
+            }
+            Mode::Session => tenant.registry.run_session(op, within, sink).await,
+        };
+        executed(answer, &tenant.id, mode)
+    })
+    .await)
 }
 
 /// `executeFile`'s body.

@@ -28,6 +28,7 @@ mod packages;
 mod performance;
 mod python;
 mod scripts;
+mod stream;
 mod tasks;
 
 use std::sync::Arc;

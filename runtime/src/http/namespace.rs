@@ -6,7 +6,7 @@ use axum::Extension;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::answer::{CallData, call_result, registry_error, run_op};
+use super::answer::{CallData, call_result, registry_error, run_op, run_op_streamed};
 use super::args::{AliasBody, check_depth};
 use super::auth::{Authed, Caller};
 use super::body::JsonBody;
@@ -189,7 +189,7 @@ pub async fn functions(
 /// Evaluate an expression in a tool.
 ///
 /// `POST /python/eval {alias, expression}`: the expression's value, evaluated in the tool's
-/// namespace; answered as a call.
+/// namespace; answered as a call (streamed with `Accept: text/event-stream`, as `call`).
 #[utoipa::path(
     post,
     path = "/eval",
@@ -202,15 +202,21 @@ pub async fn functions(
 )]
 pub async fn eval(
     Extension(Caller(tenant)): Authed,
+    headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody<EvalBody>,
-) -> Result<Success<CallData>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     checked_code("expression", &body.expression)?;
     let op = Op::Eval {
         expression: body.expression,
     };
-    run_op(&tenant, &body.alias, "the expression", op)
-        .await
-        .map(Success)
+    Ok(super::stream::respond(&headers, move |sink| async move {
+        use axum::response::IntoResponse as _;
+        run_op_streamed(&tenant, &body.alias, "the expression", op, sink)
+            .await
+            .map(Success)
+            .into_response()
+    })
+    .await)
 }
 
 /// Run statements in a tool's namespace.
@@ -241,7 +247,7 @@ pub async fn inject(
     let Some(alias) = body.alias else {
         let report = tenant
             .registry
-            .run_session(op, None)
+            .run_session(op, None, None)
             .await
             .map_err(|err| registry_error(&tenant.id, err))?;
         return call_result(report, "(session)", "the code snippet");

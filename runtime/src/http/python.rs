@@ -2,6 +2,8 @@
 //! registry method and maps the result. Status codes are documented in docs/api.md.
 
 use axum::Extension;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::answer::{CallData, audit_limits, call_result, registry_error, with_strategy};
@@ -14,6 +16,7 @@ use super::error::ApiError;
 use super::openapi::{
     BodyErrors, ErrorEnvelope, LimitOverridesSchema, LoadErrors, ToolErrors, ToolInfoSchema,
 };
+use super::stream;
 use crate::registry::ToolInfo;
 use crate::sandbox::LimitOverrides;
 
@@ -175,7 +178,10 @@ pub async fn list(Extension(Caller(tenant)): Authed) -> Success<ListData> {
 /// Call a function of a tool.
 ///
 /// Arguments go in `args` and `kwargs`; the result comes back converted by the conversion
-/// table. The tool's error strategy applies to the call's own failures.
+/// table. The tool's error strategy applies to the call's own failures. With
+/// `Accept: text/event-stream` the answer is an event stream: the call's output as it is
+/// printed, then the JSON answer as a `result` or `error` event (docs/api.md, "Streaming").
+/// A client that disconnects stops the call.
 #[utoipa::path(
     post,
     path = "/call",
@@ -188,15 +194,22 @@ pub async fn list(Extension(Caller(tenant)): Authed) -> Success<ListData> {
 )]
 pub async fn call(
     Extension(Caller(tenant)): Authed,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<CallBody>,
-) -> Result<Success<CallData>, ApiError> {
+) -> Result<Response, ApiError> {
     let (alias, function, args, kwargs) = checked_call(body)?;
-    let report = tenant
-        .registry
-        .call(&alias, &function, args, kwargs)
-        .await
-        .map_err(|err| registry_error(&tenant.id, err))?;
-    let answer = call_result(report, &alias, &function);
-    audit_limits(&tenant.id, &answer);
-    with_strategy(tenant.strategies.for_alias(&alias), answer)
+    Ok(stream::respond(&headers, move |sink| async move {
+        let answer = async {
+            let report = tenant
+                .registry
+                .call_watched(&alias, &function, args, kwargs, sink)
+                .await
+                .map_err(|err| registry_error(&tenant.id, err))?;
+            let answer = call_result(report, &alias, &function);
+            audit_limits(&tenant.id, &answer);
+            with_strategy(tenant.strategies.for_alias(&alias), answer)
+        };
+        answer.await.into_response()
+    })
+    .await)
 }

@@ -21,6 +21,10 @@ pub struct Request<'a> {
     /// Tracing for this request (enableDebug, setBreakpoint), when any is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub debug: Option<&'a Debug>,
+    /// Whether the driver also writes the request's `print()` output to the guest's stdout
+    /// and stderr descriptors as it is written (the host streams it on).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
 }
 
 /// What the driver traces during a request: executed lines of the tool's script, and the

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use super::job::Job;
@@ -162,8 +162,10 @@ impl Actor {
                     chain,
                     within,
                     counted,
+                    stream,
                 } => {
-                    let result = self.call(&op, cancel, chain, within, counted).await;
+                    let watch = super::job::Watch { cancel, stream };
+                    let result = self.call(&op, watch, chain, within, counted).await;
                     self.last_used = std::time::Instant::now();
                     if self.mode == Mode::Isolated {
                         // Touched by this call: never used again.
@@ -218,7 +220,7 @@ impl Actor {
     pub(super) async fn call(
         &mut self,
         op: &Op,
-        cancel: Option<oneshot::Receiver<()>>,
+        watch: super::job::Watch,
         chain: Vec<String>,
         within: Option<std::time::Duration>,
         counted: bool,
@@ -228,7 +230,7 @@ impl Actor {
         {
             return Err(RegistryError::ObjectLost(name.to_owned()));
         }
-        let mut cancel = cancel;
+        let super::job::Watch { mut cancel, stream } = watch;
         if let Some(receiver) = cancel.as_mut()
             && receiver.try_recv().is_ok()
         {
@@ -277,6 +279,7 @@ impl Actor {
             host: &host,
             within,
             debug: Some(&debug),
+            stream: stream.as_ref(),
         };
         let outcome = match cancel {
             None => instance.run_opts(op, &options).await,
@@ -315,6 +318,15 @@ impl Actor {
             self.forget_objects();
             self.stats.resets.fetch_add(1, Ordering::Relaxed);
             state_reset = true;
+            // A cancelled call's caller is usually gone: the next call says the state reset.
+            self.state_lost |= self.mode == Mode::Persistent
+                && matches!(
+                    outcome,
+                    Outcome::Faulted {
+                        fault: Fault::Cancelled,
+                        ..
+                    }
+                );
         } else if matches!(outcome, Outcome::Answered { error: None, .. }) {
             self.track_objects(op);
         }

@@ -14,7 +14,7 @@ use super::load::Start;
 use super::{CallReport, Mode, Registry, RegistryError, SESSION_ALIAS, Slot, cache, host, lock};
 use crate::names::{check_function, check_script};
 use crate::protocol::Op;
-use crate::sandbox::{Outcome, RunOptions};
+use crate::sandbox::{Outcome, Output, OutputSink, RunOptions, Stream};
 use crate::scripts::{ScriptRef, Source};
 
 impl Registry {
@@ -26,7 +26,8 @@ impl Registry {
         args: Box<RawValue>,
         kwargs: Box<RawValue>,
     ) -> Result<CallReport, RegistryError> {
-        self.call_with(alias, function, args, kwargs, false).await
+        self.call_with(alias, function, args, kwargs, false, None)
+            .await
     }
 
     /// As [`Registry::call`], but a caller that drops the future before the answer stops
@@ -38,7 +39,22 @@ impl Registry {
         args: Box<RawValue>,
         kwargs: Box<RawValue>,
     ) -> Result<CallReport, RegistryError> {
-        self.call_with(alias, function, args, kwargs, true).await
+        self.call_with(alias, function, args, kwargs, true, None)
+            .await
+    }
+
+    /// As [`Registry::call_abandonable`], with the call's `print()` output sent to `stream`
+    /// as it is written (a cached answer's output is sent as it was kept).
+    pub async fn call_watched(
+        self: &Arc<Self>,
+        alias: &str,
+        function: &str,
+        args: Box<RawValue>,
+        kwargs: Box<RawValue>,
+        stream: Option<OutputSink>,
+    ) -> Result<CallReport, RegistryError> {
+        self.call_with(alias, function, args, kwargs, true, stream)
+            .await
     }
 
     async fn call_with(
@@ -48,6 +64,7 @@ impl Registry {
         args: Box<RawValue>,
         kwargs: Box<RawValue>,
         abandonable: bool,
+        stream: Option<OutputSink>,
     ) -> Result<CallReport, RegistryError> {
         check_function(function)?;
         if self.cache.enabled() {
@@ -55,6 +72,9 @@ impl Registry {
             let script = *lock(&tool.script_hash);
             let key = cache::key(alias, tool.stats.load_id, function, &args, &kwargs, &script);
             if let Some(hit) = self.cache.get(&key) {
+                if let Some(sink) = &stream {
+                    replay(sink, &hit.stdout, &hit.stderr);
+                }
                 return Ok(CallReport {
                     outcome: Outcome::Answered {
                         result: Some(hit.result),
@@ -78,14 +98,27 @@ impl Registry {
             kwargs,
         };
         if abandonable {
-            // Dropping this future (the caller went away) stops the guest, as at a deadline.
-            let (cancel, cancelled) = oneshot::channel();
-            let mut guard = super::job::CancelOnDrop(Some(cancel));
-            let report = self.run_job(alias, op, Some(cancelled), None).await;
-            guard.disarm();
-            return report;
+            return self.run_watched(alias, op, stream).await;
         }
         self.run(alias, op).await
+    }
+
+    /// Runs `op` as [`Registry::run`]; dropping the future before the answer (the caller
+    /// went away) stops the guest, as at a deadline. With a `stream`, the op's `print()`
+    /// output is sent there as it is written.
+    pub async fn run_watched(
+        self: &Arc<Self>,
+        alias: &str,
+        op: Op,
+        stream: Option<OutputSink>,
+    ) -> Result<CallReport, RegistryError> {
+        let (cancel, cancelled) = oneshot::channel();
+        let mut guard = CancelOnDrop(Some(cancel));
+        let report = self
+            .submit_run(alias, op, Some(cancelled), None, true, stream)
+            .await;
+        guard.disarm();
+        report
     }
 
     /// Runs `op` in the tool loaded as `alias`, under its call limits and this owner's call
@@ -102,7 +135,7 @@ impl Registry {
         op: Op,
         within: Option<std::time::Duration>,
     ) -> Result<CallReport, RegistryError> {
-        self.submit_run(alias, op, None, within, false).await
+        self.submit_run(alias, op, None, within, false, None).await
     }
 
     /// As [`Registry::run`]; a message on `cancel` stops the guest mid-call (the instance is
@@ -137,10 +170,13 @@ impl Registry {
     /// defined in it), started on first use under the owner's default limits; `within`
     /// lowers the deadline for this request. It takes one of the owner's tool slots, is not
     /// listed, and is evicted like any idle tool.
+    /// A `stream` gets the op's `print()` output as it is written; dropping the future
+    /// before the answer stops the guest.
     pub async fn run_session(
         self: &Arc<Self>,
         op: Op,
         within: Option<std::time::Duration>,
+        stream: Option<OutputSink>,
     ) -> Result<CallReport, RegistryError> {
         if self.get(SESSION_ALIAS).is_err() {
             let limits = self.settings.limits.lowered(&self.settings.defaults)?;
@@ -165,12 +201,16 @@ impl Registry {
                 Err(err) => return Err(err),
             }
         }
-        self.run_job(SESSION_ALIAS, op, None, within)
-            .await
-            .map_err(|err| match err {
-                RegistryError::NotFound => RegistryError::Busy,
-                other => other,
-            })
+        let (cancel, cancelled) = oneshot::channel();
+        let mut guard = CancelOnDrop(Some(cancel));
+        let report = self
+            .submit_run(SESSION_ALIAS, op, Some(cancelled), within, true, stream)
+            .await;
+        guard.disarm();
+        report.map_err(|err| match err {
+            RegistryError::NotFound => RegistryError::Busy,
+            other => other,
+        })
     }
 
     async fn run_job(
@@ -180,7 +220,7 @@ impl Registry {
         cancel: Option<oneshot::Receiver<()>>,
         within: Option<std::time::Duration>,
     ) -> Result<CallReport, RegistryError> {
-        self.submit_run(alias, op, cancel, within, true).await
+        self.submit_run(alias, op, cancel, within, true, None).await
     }
 
     /// Queues `op` for `alias` under this owner's call quotas and waits for its report.
@@ -191,6 +231,7 @@ impl Registry {
         cancel: Option<oneshot::Receiver<()>>,
         within: Option<std::time::Duration>,
         counted: bool,
+        stream: Option<OutputSink>,
     ) -> Result<CallReport, RegistryError> {
         let tool = self.ready(alias).await?;
         let permits = self.admit_call()?;
@@ -203,6 +244,7 @@ impl Registry {
             chain: Vec::new(),
             within,
             counted,
+            stream,
         })?;
         answer.await.map_err(|_| RegistryError::Unloaded)?
     }
@@ -259,6 +301,18 @@ impl Registry {
         op: Op,
         within: Option<std::time::Duration>,
     ) -> Result<CallReport, RegistryError> {
+        self.run_fresh_watched(module, op, within, None).await
+    }
+
+    /// As [`Registry::run_fresh`], with the `print()` output sent to `stream` as it is
+    /// written. (Dropping the future drops the sandbox, so an abandoned run always stops.)
+    pub async fn run_fresh_watched(
+        self: &Arc<Self>,
+        module: &str,
+        op: Op,
+        within: Option<std::time::Duration>,
+        stream: Option<OutputSink>,
+    ) -> Result<CallReport, RegistryError> {
         let scripts = if module == crate::protocol::SCRATCH_MODULE {
             self.settings.shared_scripts.clone()
         } else {
@@ -289,6 +343,7 @@ impl Registry {
             host: &host,
             within,
             debug: None,
+            stream: stream.as_ref(),
         };
         let outcome = instance.run_opts(&op, &options).await;
         Ok(CallReport {
@@ -297,5 +352,17 @@ impl Registry {
             cached: false,
             egress: host.http.usage(),
         })
+    }
+}
+
+/// Sends a kept answer's output to a stream, as the call would have written it.
+fn replay(sink: &OutputSink, stdout: &str, stderr: &str) {
+    for (stream, text) in [(Stream::Stdout, stdout), (Stream::Stderr, stderr)] {
+        if !text.is_empty() {
+            let _ = sink.send(Output {
+                stream,
+                text: text.to_owned(),
+            });
+        }
     }
 }

@@ -271,6 +271,7 @@ impl JobHost<'_> {
             chain,
             within: None,
             counted: true,
+            stream: None,
         })
         .map_err(|e| e.to_string())?;
         let report = answer

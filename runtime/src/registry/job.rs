@@ -20,6 +20,8 @@ pub(super) enum Job {
         within: Option<std::time::Duration>,
         /// Whether it counts in the tool's `calls` (the server's own checks do not).
         counted: bool,
+        /// Where its `print()` output streams, if anywhere.
+        stream: Option<crate::sandbox::OutputSink>,
     },
     Reload {
         /// The version to move to.
@@ -37,6 +39,13 @@ pub(super) enum Job {
         idle_for: std::time::Duration,
         reply: oneshot::Sender<bool>,
     },
+}
+
+/// How the caller of a run waits for it: a message on `cancel` stops the guest mid-call,
+/// and `stream` gets its `print()` output as it is written.
+pub(super) struct Watch {
+    pub(super) cancel: Option<oneshot::Receiver<()>>,
+    pub(super) stream: Option<crate::sandbox::OutputSink>,
 }
 
 /// Sends a cancel when dropped before it is disarmed: work abandoned by its caller (a

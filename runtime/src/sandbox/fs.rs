@@ -287,12 +287,17 @@ fn rights(raw: i64) -> Option<types::Rights> {
     types::Rights::try_from(raw).ok()
 }
 
-/// Runs `f` on the WASI context with the guest's memory, as wiggle's glue does.
+/// Runs `f` on the WASI context with the guest's memory, as wiggle's glue does: that glue
+/// also hands the context the store's host-call copy budget before each call, without
+/// which a shadowed call sees whatever the previous glued call left (none, right after an
+/// instance boots from an image: the first write failed `ENOMEM`).
 macro_rules! with_wasi {
     ($caller:expr, $memory:expr, |$ctx:ident, $mem:ident| $body:expr) => {{
+        let fuel = wasmtime::AsContextMut::as_context_mut(&mut $caller).hostcall_fuel();
         let (data, state) = $memory.data_and_store_mut(&mut $caller);
         let mut guest_memory = GuestMemory::Unshared(data);
         let $ctx = &mut state.wasi;
+        $ctx.set_hostcall_fuel(fuel);
         let $mem = &mut guest_memory;
         $body.await
     }};

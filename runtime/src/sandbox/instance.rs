@@ -11,6 +11,7 @@ use wasmtime::{InstancePre, Store};
 
 use super::door::{Delivery, GuestFrame, Inspection, ToGuest};
 use super::outcome::ended_with;
+use super::tap::{FLUSH_EVERY, OutputSink, Tap};
 use super::{
     DEADLINE_GRACE, Fault, GuestState, HostCalls, ImageKind, MAX_RESULT_BYTES, MemoryReport,
     NoHost, Outcome, SpawnError, host, image,
@@ -67,6 +68,9 @@ pub struct RunOptions<'a> {
     pub within: Option<Duration>,
     /// Tracing for this request.
     pub debug: Option<&'a protocol::Debug>,
+    /// Streams the request's `print()` output here as it is written ([`super::tap`]); all
+    /// of it has been sent when the outcome is returned.
+    pub stream: Option<&'a OutputSink>,
 }
 
 /// A live guest. Dropping it stops the guest.
@@ -78,6 +82,8 @@ pub struct Instance {
     pub(super) next_id: u64,
     pub(super) limits: Limits,
     pub(super) image: ImageKind,
+    /// The guest's stdout and stderr descriptors, kept while a request streams.
+    pub(super) tap: Tap,
 }
 
 impl Instance {
@@ -116,6 +122,7 @@ impl Instance {
                 host,
                 within: None,
                 debug: None,
+                stream: None,
             },
         )
         .await
@@ -123,10 +130,22 @@ impl Instance {
 
     /// Runs one request with [`RunOptions`].
     pub async fn run_opts(&mut self, op: &Op, options: &RunOptions<'_>) -> Outcome {
+        let Some(sink) = options.stream else {
+            return self.run_request(op, options).await;
+        };
+        self.tap.open(self.limits.output_bytes);
+        let outcome = self.run_request(op, options).await;
+        self.tap.drain(sink, true);
+        self.tap.close();
+        outcome
+    }
+
+    async fn run_request(&mut self, op: &Op, options: &RunOptions<'_>) -> Outcome {
         let RunOptions {
             host,
             within,
             debug,
+            stream,
         } = *options;
         let started = Instant::now();
         let id = self.next_id;
@@ -137,6 +156,7 @@ impl Instance {
             op,
             output_cap: self.limits.output_bytes,
             debug: debug.filter(|d| d.is_on()),
+            stream: stream.is_some(),
         };
         let frame = match serde_json::to_vec(&request) {
             Ok(frame) => frame,
@@ -161,7 +181,7 @@ impl Instance {
         let mut host_calls = 0u32;
         let mut memory_capped = false;
         loop {
-            let frame = match self.receive(deadline).await {
+            let frame = match self.receive(deadline, stream).await {
                 Received::Frame(frame) => frame,
                 Received::Fault(fault) => return self.faulted(fault, started),
             };
@@ -292,13 +312,26 @@ impl Instance {
 
     /// The guest's next frame, or why it stopped. Polls the guest inline until it hands out a
     /// frame, ends, or passes `deadline` (plus a grace for the epoch callback to act), in
-    /// which case the host stops it.
-    pub(super) async fn receive(&mut self, deadline: Instant) -> Received {
+    /// which case the host stops it. With a `stream`, the tap is drained into it every
+    /// [`FLUSH_EVERY`] meanwhile (a computing guest yields once per epoch tick).
+    pub(super) async fn receive(
+        &mut self,
+        deadline: Instant,
+        stream: Option<&OutputSink>,
+    ) -> Received {
         let sleep =
             tokio::time::sleep_until(tokio::time::Instant::from_std(deadline + DEADLINE_GRACE));
         tokio::pin!(sleep);
+        let mut flush = stream.map(|_| {
+            let mut every = tokio::time::interval(FLUSH_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every
+        });
         let Self {
-            from_guest, guest, ..
+            from_guest,
+            guest,
+            tap,
+            ..
         } = self;
         loop {
             let Some(running) = guest.as_mut() else {
@@ -319,6 +352,11 @@ impl Instance {
                     *guest = None;
                     return Received::Fault(Fault::DeadlineExceeded);
                 }
+                () = tick(&mut flush), if stream.is_some() => {
+                    if let Some(sink) = stream {
+                        tap.drain(sink, false);
+                    }
+                }
             }
         }
     }
@@ -336,5 +374,15 @@ impl Instance {
             Ok(ended) => ended_with(ended),
             Err(_) => Fault::Protocol("the guest stopped taking requests".into()),
         }
+    }
+}
+
+/// The next tick of `every`; never, without one.
+async fn tick(every: &mut Option<tokio::time::Interval>) {
+    match every {
+        Some(every) => {
+            every.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }

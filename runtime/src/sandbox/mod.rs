@@ -2,7 +2,8 @@
 //!
 //! Deny by default: an instance gets no environment but the variables set here, no network
 //! (WASI preview 1 has no sockets and none are granted), stdin closed and file-descriptor
-//! stdout/stderr discarded (the driver captures `print()` itself). It sees exactly the
+//! stdout/stderr discarded (the driver captures `print()` itself) except while a request
+//! streams its output ([`tap`]). It sees exactly the
 //! read-only [`Mounts`], its tool's read-only scripts and, if granted, one writable scratch
 //! folder under the [file-system guard](fs) (byte, file and descriptor quotas, no links).
 //! Everything it may consume is bounded: fuel and a wall-clock deadline per call, linear
@@ -23,6 +24,7 @@ pub mod image;
 mod instance;
 pub mod mounts;
 mod outcome;
+pub mod tap;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,6 +50,8 @@ pub use instance::{Instance, RunOptions};
 pub use mounts::{Mounts, Scratch, ToolMounts};
 use outcome::DeadlineExceeded;
 pub use outcome::{Fault, Outcome, SpawnError};
+use tap::Tap;
+pub use tap::{Output, OutputSink, Stream};
 
 /// How long past a deadline the host waits before it stops the guest itself. The epoch
 /// callback normally stops a computing guest within one tick; this catches guests blocked in
@@ -261,11 +265,13 @@ impl Sandbox {
         let (to_guest, from_host) = mpsc::channel(1);
         let (to_host, from_guest) = mpsc::channel(1);
         let deadline = started + Duration::from_millis(self.start.deadline_ms);
+        let tap = Tap::default();
         let store = self
             .store(
                 module,
                 limits,
                 tool,
+                &tap,
                 DoorState {
                     to_host,
                     from_host,
@@ -298,8 +304,9 @@ impl Sandbox {
             next_id: 1,
             limits: *limits,
             image: kind,
+            tap,
         };
-        match instance.receive(deadline).await {
+        match instance.receive(deadline, None).await {
             Received::Frame(frame) => instance.check_ready(&frame.frame),
             Received::Fault(fault) => Err(SpawnError::Faulted(fault)),
         }
@@ -319,9 +326,10 @@ impl Sandbox {
         module: &str,
         limits: &Limits,
         tool: &ToolMounts,
+        tap: &Tap,
         door: DoorState,
     ) -> anyhow::Result<Store<GuestState>> {
-        let wasi = self.wasi_ctx(module, tool)?;
+        let wasi = self.wasi_ctx(module, tool, tap)?;
         let fs = FsGuard::new(tool.scratch.as_ref(), tool.max_open_files)?;
         let memory = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
         let store_limits = StoreLimitsBuilder::new()
@@ -378,11 +386,13 @@ impl Sandbox {
         args
     }
 
-    fn wasi_ctx(&self, module: &str, tool: &ToolMounts) -> anyhow::Result<WasiP1Ctx> {
+    fn wasi_ctx(&self, module: &str, tool: &ToolMounts, tap: &Tap) -> anyhow::Result<WasiP1Ctx> {
         let args = self.driver_argv(module, tool);
         let mut builder = WasiCtxBuilder::new();
         builder
             .args(&args)
+            .stdout(tap.descriptor(Stream::Stdout))
+            .stderr(tap.descriptor(Stream::Stderr))
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .allow_tcp(false)
             .allow_udp(false)
