@@ -41,6 +41,8 @@
 //! * [`protocol`] — host <-> guest driver frames.
 //! * [`artifacts`] — the fetched interpreter (fetched when missing).
 //! * [`config`] — the validated server configuration.
+//! * [`metrics`] — the server's counters (`/metrics`, `/usage`): every layer records into
+//!   them; plain data, it imports nothing of the crate.
 //! * [`limits`], [`names`] — plain data every layer shares: the limits a call runs under,
 //!   and the grammars of the names clients and operators write.
 //! * [`bench`] — the `scriptbox bench` subcommand (beside the layers: it drives the server
@@ -58,6 +60,7 @@ pub mod http;
 pub mod jobs;
 pub mod limits;
 pub mod mcp;
+pub mod metrics;
 pub mod names;
 pub mod native;
 pub mod packages;

@@ -56,6 +56,8 @@ pub struct Server {
     pub store: Store,
     /// The node's audit log writer.
     audit: crate::store::audit::AuditLog,
+    /// The budgets every registry draws from, and the server's metrics.
+    pub shared: Shared,
     /// Where the driver's bytecode is kept between servers.
     pub cache_dir: PathBuf,
     /// `python.wasm`, when the pre-initialised images are on (`images = true`).
@@ -129,7 +131,7 @@ impl Server {
         let tenants = Tenants::build(crate::tenants::Parts {
             config: config.clone(),
             sandbox: sandbox.clone(),
-            shared,
+            shared: shared.clone(),
             native: native.clone(),
             store: store.clone(),
             scripts: scripts.clone(),
@@ -152,6 +154,7 @@ impl Server {
             scripts,
             store,
             audit,
+            shared,
             cache_dir: config.cache_dir.clone(),
             images: config.images.then(|| config.plain_wasm()),
         })
@@ -191,6 +194,7 @@ impl Server {
             scripts: self.scripts.clone(),
             store: self.store.clone(),
             audit: self.audit.clone(),
+            shared: self.shared.clone(),
         });
         let connections = Arc::new(Semaphore::new(self.http.max_connections));
         let per_address = PerAddress::new(self.http.max_connections_per_ip);

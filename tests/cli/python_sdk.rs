@@ -12,6 +12,7 @@ use super::serve;
 
 const KEY: &str = "python-sdk-test-key-0123456789";
 const OTHER_KEY: &str = "python-sdk-other-key-0123456789";
+const ADMIN_KEY: &str = "python-sdk-admin-key-0123456789";
 
 /// The venv's python, made (and its pinned packages installed) if missing.
 fn venv() -> std::path::PathBuf {
@@ -59,9 +60,11 @@ fn the_python_sdk_passes_its_tests_against_a_real_server() {
     let config = format!(
         "[[tenants]]\nid = \"sdk\"\napi_key_sha256 = [{:?}]\nscripts_dir = {shared:?}\n\
          [tenants.quotas]\nmax_tools = 3\n\
-         [[tenants]]\nid = \"other\"\napi_key_sha256 = [{:?}]\nscripts_dir = {shared:?}\n",
+         [[tenants]]\nid = \"other\"\napi_key_sha256 = [{:?}]\nscripts_dir = {shared:?}\n\
+         [[tenants]]\nid = \"ops\"\nrole = \"admin\"\napi_key_sha256 = [{:?}]\nscripts_dir = {shared:?}\n",
         scriptbox::tenants::hash_key(KEY),
         scriptbox::tenants::hash_key(OTHER_KEY),
+        scriptbox::tenants::hash_key(ADMIN_KEY),
     );
     let (_server, base) = serve(&config, &[]);
     let sdk = Path::new(SOURCE_ROOT).join("clients/python");
@@ -73,6 +76,7 @@ fn the_python_sdk_passes_its_tests_against_a_real_server() {
         .env("SCRIPTBOX_URL", &base)
         .env("SCRIPTBOX_API_KEY", KEY)
         .env("SCRIPTBOX_OTHER_KEY", OTHER_KEY)
+        .env("SCRIPTBOX_ADMIN_KEY", ADMIN_KEY)
         .output()
         .expect("pytest runs");
     let said = format!(

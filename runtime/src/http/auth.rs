@@ -60,6 +60,19 @@ pub async fn authenticate(
     };
     if let Err(wait) = tenant.check_rate() {
         audit::limit_hit(&tenant.id, "rate_limited");
+        tenant
+            .registry
+            .metrics()
+            .record_call(&crate::metrics::CallRecord {
+                tenant: &tenant.id,
+                tool: crate::metrics::NO_TOOL,
+                mode: "persistent",
+                outcome: crate::metrics::CallOutcome::RateLimited,
+                fuel: 0,
+                elapsed: Duration::ZERO,
+                cpu: Duration::ZERO,
+                bytes_out: 0,
+            });
         let mut err = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",

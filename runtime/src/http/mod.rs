@@ -23,6 +23,7 @@ mod memory;
 mod modules;
 mod namespace;
 mod objects;
+mod observe;
 mod openapi;
 mod packages;
 mod performance;
@@ -70,6 +71,8 @@ pub struct AppState {
     pub store: crate::store::Store,
     /// The node's audit log writer.
     pub audit: crate::store::audit::AuditLog,
+    /// The budgets every registry draws from, with the server's metrics.
+    pub shared: crate::registry::Shared,
 }
 
 /// Every route, with its layers. The routes are collected through `utoipa_axum`, so the
@@ -167,6 +170,12 @@ pub fn router(state: AppState) -> Router {
     let health = OpenApiRouter::default()
         .routes(routes!(health))
         .with_state((state.sandbox.clone(), state.store.clone()));
+    let watched = OpenApiRouter::default()
+        .routes(routes!(observe::metrics))
+        .routes(routes!(observe::usage))
+        .routes(routes!(observe::admin_usage));
+    let watched = behind_key(watched, &state).with_state(state.clone());
+    let dashboard = OpenApiRouter::default().routes(routes!(observe::dashboard));
     let published = openapi::Published::default();
     let (router, document) = OpenApiRouter::with_openapi(openapi::base())
         .merge(health)
@@ -176,11 +185,14 @@ pub fn router(state: AppState) -> Router {
         .nest("/scripts", scripts)
         .nest("/module", modules)
         .merge(tasks)
+        .merge(watched)
+        .merge(dashboard)
         .merge(openapi::routes(published.clone()))
         .split_for_parts();
     published.publish(document);
     router
         .merge(crate::mcp::router(Arc::clone(&state.tenants)))
+        .route_layer(middleware::from_fn(observe::mark_route))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
@@ -189,6 +201,10 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(TraceLayer::new_for_http())
         .layer(middleware::from_fn_with_state(state.clone(), audit::scope))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state.shared.metrics),
+            observe::count_requests,
+        ))
         .layer(middleware::from_fn(envelope::request_id))
 }
 

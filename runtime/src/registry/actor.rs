@@ -243,6 +243,7 @@ impl Actor {
                 state_reset: false,
                 cached: false,
                 egress: Default::default(),
+                cpu: std::time::Duration::ZERO,
             });
         }
         if counted {
@@ -254,6 +255,9 @@ impl Actor {
             if let Some(instance) = &self.instance {
                 *lock(&self.stats.image) = instance.image();
             } else {
+                if let Some(registry) = self.owner.upgrade() {
+                    registry.metrics().pool_missed();
+                }
                 // The pool is empty (a burst, or every pool is full server-wide): start one.
                 self.respawn().await?;
             }
@@ -268,6 +272,7 @@ impl Actor {
             unreachable!("an instance was just ensured");
         };
         let started = std::time::Instant::now();
+        let cpu_before = instance.cpu_used();
         let host = host::JobHost {
             registry: &self.owner,
             outer: chain,
@@ -299,6 +304,7 @@ impl Actor {
             }
         };
         let egress = host.http.usage();
+        let cpu = instance.cpu_used().saturating_sub(cpu_before);
         let replace = match &outcome {
             Outcome::Faulted { fault, .. } => {
                 tracing::info!(alias = %self.alias, %fault, "instance stopped; respawning from the snapshot");
@@ -313,10 +319,14 @@ impl Actor {
             }
             Outcome::Answered { .. } => false,
         };
+        let registry = self.owner.upgrade();
         if replace {
             self.instance = None;
             self.forget_objects();
             self.stats.resets.fetch_add(1, Ordering::Relaxed);
+            if let Some(registry) = &registry {
+                registry.metrics().instance_respawned();
+            }
             state_reset = true;
             // A cancelled call's caller is usually gone: the next call says the state reset.
             self.state_lost |= self.mode == Mode::Persistent
@@ -331,12 +341,17 @@ impl Actor {
             self.track_objects(op);
         }
         self.update_cache(op, &outcome, state_reset);
-        Ok(CallReport {
+        let answer = Ok(CallReport {
             outcome,
             state_reset,
             cached: false,
             egress,
-        })
+            cpu,
+        });
+        if counted && let Some(registry) = &registry {
+            registry.observe(&self.alias, super::observe::mode_name(self.mode), &answer);
+        }
+        answer
     }
 
     /// Keeps a successful call's result in the owner's cache; drops the tool's entries when

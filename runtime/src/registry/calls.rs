@@ -11,7 +11,10 @@ use tokio::sync::oneshot;
 use super::actor::Tool;
 use super::job::{CancelOnDrop, Job};
 use super::load::Start;
-use super::{CallReport, Mode, Registry, RegistryError, SESSION_ALIAS, Slot, cache, host, lock};
+use super::{
+    CallReport, Mode, Registry, RegistryError, SESSION_ALIAS, Slot, cache, host, lock, observe,
+};
+use crate::metrics::NO_TOOL;
 use crate::names::{check_function, check_script};
 use crate::protocol::Op;
 use crate::sandbox::{Outcome, Output, OutputSink, RunOptions, Stream};
@@ -75,7 +78,7 @@ impl Registry {
                 if let Some(sink) = &stream {
                     replay(sink, &hit.stdout, &hit.stderr);
                 }
-                return Ok(CallReport {
+                let answer = Ok(CallReport {
                     outcome: Outcome::Answered {
                         result: Some(hit.result),
                         error: None,
@@ -89,7 +92,10 @@ impl Registry {
                     state_reset: false,
                     cached: true,
                     egress: Default::default(),
+                    cpu: std::time::Duration::ZERO,
                 });
+                self.observe(alias, observe::mode_name(tool.mode), &answer);
+                return answer;
             }
         }
         let op = Op::Call {
@@ -234,9 +240,19 @@ impl Registry {
         stream: Option<OutputSink>,
     ) -> Result<CallReport, RegistryError> {
         let tool = self.ready(alias).await?;
-        let permits = self.admit_call()?;
+        let refused = |registry: &Self, err: RegistryError| {
+            let refused = Err(err);
+            if counted {
+                registry.observe(alias, observe::mode_name(tool.mode), &refused);
+            }
+            refused
+        };
+        let permits = match self.admit_call() {
+            Ok(permits) => permits,
+            Err(err) => return refused(self, err),
+        };
         let (reply, answer) = oneshot::channel();
-        tool.submit(Job::Run {
+        let submitted = tool.submit(Job::Run {
             op,
             reply,
             permits,
@@ -245,7 +261,10 @@ impl Registry {
             within,
             counted,
             stream,
-        })?;
+        });
+        if let Err(err) = submitted {
+            return refused(self, err);
+        }
         answer.await.map_err(|_| RegistryError::Unloaded)?
     }
 
@@ -327,7 +346,14 @@ impl Registry {
                 .await?
                 .dir
         };
-        let _permits = self.admit_call()?;
+        let _permits = match self.admit_call() {
+            Ok(permits) => permits,
+            Err(err) => {
+                let refused = Err(err);
+                self.observe(NO_TOOL, "isolated", &refused);
+                return refused;
+            }
+        };
         self.fresh_runs.fetch_add(1, Ordering::Relaxed);
         let limits = self.settings.limits.lowered(&self.settings.defaults)?;
         let mounts = self.tool_mounts(&scripts, None);
@@ -346,12 +372,16 @@ impl Registry {
             stream: stream.as_ref(),
         };
         let outcome = instance.run_opts(&op, &options).await;
-        Ok(CallReport {
+        let answer = Ok(CallReport {
             outcome,
             state_reset: false,
             cached: false,
             egress: host.http.usage(),
-        })
+            // A fresh sandbox's start is the run's work.
+            cpu: instance.cpu_used(),
+        });
+        self.observe(NO_TOOL, "isolated", &answer);
+        answer
     }
 }
 

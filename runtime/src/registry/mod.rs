@@ -26,6 +26,7 @@ mod error;
 mod host;
 mod job;
 mod load;
+mod observe;
 mod paths;
 mod pool;
 mod quota;
@@ -63,6 +64,8 @@ pub struct CallReport {
     pub cached: bool,
     /// The call's outbound HTTP (`scriptbox.http`).
     pub egress: crate::egress::Usage,
+    /// CPU time the guest used for it on the host's threads.
+    pub cpu: std::time::Duration,
 }
 
 /// A loaded tool as `list` shows it.
@@ -144,6 +147,10 @@ pub struct Shared {
     pub warm: Arc<Semaphore>,
     /// Pre-warmed instances per isolated tool.
     pub warm_per_tool: usize,
+    /// The server's counters (calls, instances, pools), which every registry records into.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The server-wide bound of `warm`, for the pool gauge.
+    pub warm_total: usize,
 }
 
 impl Shared {
@@ -158,6 +165,8 @@ impl Shared {
             calls: Arc::new(Semaphore::new(max_calls)),
             warm: Arc::new(Semaphore::new(total)),
             warm_per_tool: per_tool,
+            metrics: Arc::default(),
+            warm_total: total,
         }
     }
 }
@@ -210,6 +219,19 @@ impl Registry {
     /// The owner's id (in the store and in folders).
     pub fn owner(&self) -> &str {
         &self.settings.owner
+    }
+
+    /// The server's counters this registry records into.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.shared.metrics
+    }
+
+    /// Bytes in this owner's scratch folders (walked now; at most 100,000 entries).
+    pub fn scratch_bytes(&self) -> u64 {
+        self.settings
+            .scratch
+            .as_ref()
+            .map_or(0, |quota| scratch::bytes_under(&quota.root, 100_000))
     }
 
     pub fn new(

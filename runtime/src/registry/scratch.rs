@@ -47,3 +47,31 @@ impl Drop for ScratchDir {
         }
     }
 }
+
+/// The bytes of the files under `root` (links not followed), looking at no more than
+/// `max_entries` entries.
+pub(super) fn bytes_under(root: &Path, max_entries: usize) -> u64 {
+    let mut total = 0u64;
+    let mut seen = 0usize;
+    let mut folders = vec![root.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            seen += 1;
+            if seen > max_entries {
+                return total;
+            }
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                folders.push(entry.path());
+            } else if meta.is_file() {
+                total = total.saturating_add(meta.len());
+            }
+        }
+    }
+    total
+}

@@ -84,12 +84,20 @@ pub struct Instance {
     pub(super) image: ImageKind,
     /// The guest's stdout and stderr descriptors, kept while a request streams.
     pub(super) tap: Tap,
+    /// CPU time the guest has used on the host's threads (its start included).
+    pub(super) cpu: Duration,
 }
 
 impl Instance {
     /// The image this instance started from.
     pub fn image(&self) -> ImageKind {
         self.image
+    }
+
+    /// CPU time the guest has used so far, measured on the threads that polled it (its
+    /// start included): a request's share is the difference across it.
+    pub fn cpu_used(&self) -> Duration {
+        self.cpu
     }
 
     /// Whether the guest can still take calls.
@@ -331,6 +339,7 @@ impl Instance {
             from_guest,
             guest,
             tap,
+            cpu,
             ..
         } = self;
         loop {
@@ -344,7 +353,7 @@ impl Instance {
                         return Received::Frame(frame);
                     }
                 }
-                ended = running => {
+                ended = (Timed { inner: running, spent: &mut *cpu }) => {
                     *guest = None;
                     return Received::Fault(ended_with(ended));
                 }
@@ -385,4 +394,35 @@ async fn tick(every: &mut Option<tokio::time::Interval>) {
         }
         None => std::future::pending().await,
     }
+}
+
+/// The guest future, adding the CPU time each poll takes on its thread to `spent` (the
+/// guest runs inside the poll: it is polled inline, never on a thread of its own).
+struct Timed<'a> {
+    inner: &'a mut GuestFuture,
+    spent: &'a mut Duration,
+}
+
+impl Future for Timed<'_> {
+    type Output = wasmtime::Result<i32>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let before = thread_cpu();
+        let polled = self.inner.as_mut().poll(cx);
+        let used = thread_cpu().saturating_sub(before);
+        *self.spent += used;
+        polled
+    }
+}
+
+/// The calling thread's CPU time so far.
+fn thread_cpu() -> Duration {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u32::try_from(now.tv_nsec).unwrap_or(0),
+    )
 }

@@ -126,6 +126,8 @@ pub struct Sandbox {
     /// The driver file the interpreter runs, inside the driver mount: its source, or (once
     /// [`Sandbox::use_compiled_driver`] was told) its bytecode, which starts faster.
     driver_entry: Arc<std::sync::RwLock<String>>,
+    /// Instances started by this sandbox and its clones.
+    started: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Sandbox {
@@ -153,7 +155,13 @@ impl Sandbox {
             mounts,
             start,
             driver_entry: Arc::new(std::sync::RwLock::new(mounts::DRIVER_FILE.to_owned())),
+            started: Arc::default(),
         })
+    }
+
+    /// Instances started so far (each spawn, whether it became ready or not).
+    pub fn instances_started(&self) -> u64 {
+        self.started.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// From now on, instances run `file` (a compiled driver in the driver folder) instead
@@ -262,6 +270,8 @@ impl Sandbox {
         tool: &ToolMounts,
     ) -> Result<Instance, SpawnError> {
         let started = Instant::now();
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (to_guest, from_host) = mpsc::channel(1);
         let (to_host, from_guest) = mpsc::channel(1);
         let deadline = started + Duration::from_millis(self.start.deadline_ms);
@@ -305,6 +315,7 @@ impl Sandbox {
             limits: *limits,
             image: kind,
             tap,
+            cpu: Duration::ZERO,
         };
         match instance.receive(deadline, None).await {
             Received::Frame(frame) => instance.check_ready(&frame.frame),

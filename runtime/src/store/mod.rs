@@ -37,9 +37,17 @@ use sqlx::AnyPool;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("a stored record is damaged: {0}")]
     Damaged(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    /// Every database failure passes here: it is counted (`scriptbox_store_errors_total`).
+    fn from(err: sqlx::Error) -> Self {
+        crate::metrics::store_failed();
+        Self::Database(err)
+    }
 }
 
 /// A store operation's result.

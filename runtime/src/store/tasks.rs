@@ -433,6 +433,15 @@ impl Store {
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
+    /// Every owner's tasks counted by status (for the metrics), by status.
+    pub async fn task_states(&self) -> super::Result<Vec<(String, i64)>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM tasks GROUP BY status ORDER BY status")
+                .fetch_all(self.read())
+                .await?;
+        Ok(rows)
+    }
+
     /// The bytes of step results the owner's tasks hold.
     pub async fn task_result_bytes(&self, owner: &str) -> super::Result<u64> {
         let (n,): (i64,) = sqlx::query_as(
