@@ -250,7 +250,7 @@ async fn broken_scripts_fail_to_load_cleanly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_caller_that_hangs_up_mid_call_does_not_break_the_tool() {
+async fn a_caller_that_hangs_up_mid_call_stops_it_and_the_tool_answers_on() {
     let server = TestServer::start().await;
     server.load("limits_fixture", "f").await;
     assert_eq!(server.call_ok("f", "bump", json!([])).await["result"], 1);
@@ -264,9 +264,12 @@ async fn a_caller_that_hangs_up_mid_call_does_not_break_the_tool() {
         .send()
         .await;
     assert!(gave_up.is_err(), "the client should have timed out");
-    // the abandoned call is finished first; the instance and its state survive
+    // The abandoned call was stopped (docs/api.md, "Cancel on disconnect"): the instance
+    // was replaced, the next call says so, and the tool goes on from a fresh state.
+    let next = server.call_ok("f", "bump", json!([])).await;
+    assert_eq!(next["result"], 1, "{next}");
+    assert_eq!(next["state_reset"], true, "{next}");
     assert_eq!(server.call_ok("f", "bump", json!([])).await["result"], 2);
-    assert_eq!(server.call_ok("f", "bump", json!([])).await["result"], 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
