@@ -21,6 +21,7 @@ mod isolation;
 mod jobs;
 mod lifecycle;
 mod limits;
+mod mcp_client;
 mod memory;
 mod namespace;
 mod native;

@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 struct Event {
     name: String,
     data: String,
+    /// The `id` field: the final event's status.
+    id: String,
     at: Duration,
 }
 
@@ -41,11 +43,13 @@ async fn read_events(mut response: reqwest::Response, started: Instant) -> Vec<E
 fn parse(block: &str, at: Duration) -> Event {
     let mut name = String::from("message");
     let mut data = Vec::new();
+    let mut id = String::new();
     for line in block.lines() {
         if let Some(comment) = line.strip_prefix(':') {
             return Event {
                 name: ":".into(),
                 data: comment.trim().into(),
+                id: String::new(),
                 at,
             };
         }
@@ -53,11 +57,14 @@ fn parse(block: &str, at: Duration) -> Event {
             name = value.into();
         } else if let Some(value) = line.strip_prefix("data: ") {
             data.push(value);
+        } else if let Some(value) = line.strip_prefix("id: ") {
+            id = value.into();
         }
     }
     Event {
         name,
         data: data.join("\n"),
+        id,
         at,
     }
 }
@@ -101,6 +108,7 @@ async fn output_arrives_while_the_call_runs_then_one_result() {
     let names: Vec<_> = events.iter().map(|e| e.name.as_str()).collect();
     let last = events.last().expect("events");
     assert_eq!(last.name, "result", "{names:?}");
+    assert_eq!(last.id, "200");
     assert_eq!(names.iter().filter(|n| **n == "result").count(), 1);
     assert!(!names.contains(&"error"), "{names:?}");
     // The guest computes 0.2 s after each line: the first line is out long before the end.
@@ -179,6 +187,7 @@ async fn each_streaming_route_streams_and_failures_end_in_an_error_event() {
     .await;
     let last = events.last().expect("last");
     assert_eq!(last.name, "error");
+    assert_eq!(last.id, "422", "the status the plain answer has");
     assert_eq!(last.json()["error_code"], "python_exception");
     assert_eq!(text_of(&events, "stdout"), "before\n");
     // An unknown tool: still a stream, ending in the 404's JSON.
@@ -194,6 +203,7 @@ async fn each_streaming_route_streams_and_failures_end_in_an_error_event() {
     .await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].name, "error");
+    assert_eq!(events[0].id, "404");
     assert_eq!(events[0].json()["error"]["code"], "not_found");
 }
 

@@ -25,6 +25,13 @@ def boom():
 def spin():
     while True:
         pass
+
+def slow_talk():
+    import time
+    print('first', flush=True)
+    time.sleep(1.0)
+    print('second')
+    return 2
 ";
 
 /// What one run of the client printed, and its exit code.
@@ -69,6 +76,32 @@ fn fails(base: &str, key: Option<&str>, args: &[&str], code: i32, says: &str) {
         !ran.stderr.contains("Error {"),
         "a debug dump: {}",
         ran.stderr
+    );
+}
+
+/// `call` prints the tool's first line while the tool still has a second of work ahead.
+fn shows_output_as_it_streams(base: &str) {
+    use std::io::BufRead as _;
+    let started = std::time::Instant::now();
+    let mut child = Command::new(binary())
+        .args(["call", "m", "slow_talk"])
+        .env("SCRIPTBOX_URL", base)
+        .env("SCRIPTBOX_API_KEY", KEY)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the client runs");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("text");
+    let first_at = started.elapsed();
+    let rest: Vec<String> = lines.map(|l| l.expect("text")).collect();
+    let status = child.wait().expect("exit");
+    let ended = started.elapsed();
+    assert!(status.success());
+    assert_eq!(first, "first");
+    assert_eq!(rest, ["second", "2"], "printed once, then the result");
+    assert!(
+        ended - first_at > std::time::Duration::from_millis(600),
+        "first line at {first_at:?}, exit at {ended:?}"
     );
 }
 
@@ -142,6 +175,8 @@ fn every_client_verb_against_a_real_server() {
         1,
         "fuel_exhausted",
     );
+    // the output shows as it streams, long before the call ends
+    shows_output_as_it_streams(&base);
     // exec
     let ran = ok(&base, &["exec", "-c", "print('hi')\nresult = 6 * 7"]);
     assert_eq!(ran, "hi\n42\n");

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+import json
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import httpx
 
 from .errors import ConnectionFailed, ScriptboxError, error_for
 
 Json = Any
+#: A callback for streamed output: gets each piece of text as the guest writes it.
+OnOutput = Optional[Callable[[str], None]]
 
 #: Every route the client uses, as (method, OpenAPI path); a test checks them against
 #: the server's /openapi.json.
@@ -82,12 +85,48 @@ class Client:
             body = response.json()
         except ValueError:
             body = {}
-        if response.is_success:
+        return self._unwrap(body, response.is_success, response.status_code, response.text)
+
+    @staticmethod
+    def _unwrap(body: Json, ok: bool, status: int, text: str) -> Json:
+        if ok:
             return body.get("data", body) if isinstance(body, dict) else body
         error = body.get("error") if isinstance(body, dict) else None
         if isinstance(error, dict):
-            raise error_for(error.get("code", "error"), response.status_code, error.get("message", ""), error.get("details"))
-        raise ScriptboxError("error", response.status_code, response.text[:500])
+            raise error_for(error.get("code", "error"), status, error.get("message", ""), error.get("details"))
+        raise ScriptboxError("error", status, text[:500])
+
+    def _streamed(self, path: str, body: Json, on_stdout: OnOutput, on_stderr: OnOutput) -> Tuple[Json, bool, int]:
+        """POSTs `body` asking for an event stream (docs/api.md, "Streaming"): hands each
+        `stdout`/`stderr` piece to its callback as it arrives; the final JSON answer, whether
+        it was a `result` (not an `error`), and its status (the final event's `id`)."""
+        headers = {"accept": "text/event-stream"}
+        try:
+            with self._http.stream("POST", path, json=body, headers=headers) as response:
+                if "text/event-stream" not in response.headers.get("content-type", ""):
+                    response.read()
+                    return self._plain(response)
+                for name, data, event_id in _events(response.iter_lines()):
+                    if name in ("stdout", "stderr"):
+                        callback = on_stdout if name == "stdout" else on_stderr
+                        if callback is not None:
+                            callback(json.loads(data)["text"])
+                    elif name in ("result", "error"):
+                        status = int(event_id) if event_id.isdigit() else response.status_code
+                        return json.loads(data), name == "result", status
+        except httpx.TimeoutException as exc:
+            raise ConnectionFailed("timeout", 0, f"no answer from {self._http.base_url}: {exc}") from None
+        except httpx.TransportError as exc:
+            raise ConnectionFailed("unreachable", 0, f"{self._http.base_url} could not be reached: {exc}") from None
+        raise ConnectionFailed("broken_stream", 0, "the event stream ended without an answer")
+
+    @staticmethod
+    def _plain(response: httpx.Response) -> Tuple[Json, bool, int]:
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        return body, response.is_success, response.status_code
 
     # -- scripts
 
@@ -130,37 +169,69 @@ class Client:
         """The loaded tools."""
         return self._data(self._request("GET", "/python/list"))["tools"]
 
-    def call_full(self, alias: str, function: str, *args: Json, **kwargs: Json) -> CallResult:
+    def call_full(
+        self,
+        alias: str,
+        function: str,
+        *args: Json,
+        on_stdout: OnOutput = None,
+        on_stderr: OnOutput = None,
+        **kwargs: Json,
+    ) -> CallResult:
         """Calls `alias.function(*args, **kwargs)`; the whole answer. Raises the error
-        code's exception (FuelExhausted, DeadlineExceeded, PythonException, ...)."""
+        code's exception (FuelExhausted, DeadlineExceeded, PythonException, ...).
+
+        With `on_stdout` (or `on_stderr`) the call is streamed: each piece of the tool's
+        `print()` output goes to the callback while the call runs (the answer's `stdout` still
+        has all of it). These two names are the client's: a function argument of that name
+        cannot be passed as a keyword here."""
         body = {"alias": alias, "function_name": function, "args": list(args), "kwargs": kwargs}
-        return CallResult(self._data(self._request("POST", "/python/call", json=body)))
+        if on_stdout is None and on_stderr is None:
+            return CallResult(self._data(self._request("POST", "/python/call", json=body)))
+        answer, ok, status = self._streamed("/python/call", body, on_stdout, on_stderr)
+        return CallResult(self._unwrap(answer, ok, status, json.dumps(answer)))
 
-    def call(self, alias: str, function: str, *args: Json, **kwargs: Json) -> Json:
-        """Calls `alias.function(*args, **kwargs)`; its result."""
-        return self.call_full(alias, function, *args, **kwargs).result
+    def call(
+        self,
+        alias: str,
+        function: str,
+        *args: Json,
+        on_stdout: OnOutput = None,
+        on_stderr: OnOutput = None,
+        **kwargs: Json,
+    ) -> Json:
+        """Calls `alias.function(*args, **kwargs)`; its result (see `call_full`)."""
+        return self.call_full(alias, function, *args, on_stdout=on_stdout, on_stderr=on_stderr, **kwargs).result
 
-    def execute(self, code: str, args: Json = None, *, timeout: Optional[float] = None) -> Dict[str, Any]:
+    def execute(
+        self,
+        code: str,
+        args: Json = None,
+        *,
+        timeout: Optional[float] = None,
+        on_stdout: OnOutput = None,
+        on_stderr: OnOutput = None,
+    ) -> Dict[str, Any]:
         """Runs `code` in a fresh sandbox; `{success, result, stdout, stderr, ...}`. A failed
-        run raises its error code's exception, with the answer in `details`."""
+        run raises its error code's exception, with the answer in `details`. `on_stdout` and
+        `on_stderr` stream its output as in `call_full`."""
         body: Dict[str, Any] = {"code": code}
         if args is not None:
             body["args"] = args
         if timeout is not None:
             body["timeout"] = timeout
-        response = self._request("POST", "/api/python/execute", json=body)
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = {}
+        if on_stdout is None and on_stderr is None:
+            answer, _, status = self._plain(self._request("POST", "/api/python/execute", json=body))
+        else:
+            answer, _, status = self._streamed("/api/python/execute", body, on_stdout, on_stderr)
         if isinstance(answer, dict) and answer.get("success") is True:
             return answer
         if isinstance(answer, dict) and "success" in answer:
             details = dict(answer.get("details") or {})
             details.setdefault("stdout", answer.get("stdout", ""))
             details.setdefault("stderr", answer.get("stderr", ""))
-            raise error_for(answer.get("error_code") or "error", response.status_code, str(answer.get("error")), details)
-        return self._data(response)
+            raise error_for(answer.get("error_code") or "error", status, str(answer.get("error")), details)
+        return self._unwrap(answer, False, status, json.dumps(answer))
 
     # -- tasks
 
@@ -200,3 +271,27 @@ class Client:
         return self._data(self._request("GET", "/health"))
 
 
+
+
+def _events(lines: Iterator[str]) -> Iterator[Tuple[str, str, str]]:
+    """Server-sent events as (name, data, id); comments (keep-alives) are skipped."""
+    name, event_id = "message", ""
+    data: List[str] = []
+    for line in lines:
+        if line == "":
+            if data:
+                yield name, "\n".join(data), event_id
+            name, event_id, data = "message", "", []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "event":
+            name = value
+        elif field == "data":
+            data.append(value)
+        elif field == "id":
+            event_id = value
+    if data:
+        yield name, "\n".join(data), event_id

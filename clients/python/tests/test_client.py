@@ -34,6 +34,19 @@ def nap(s):
 
 def hog():
     return len(bytearray(512 * 1024 * 1024))
+
+def chatty(n, pause):
+    import sys
+    for i in range(n):
+        print("line", i, flush=True)
+        time.sleep(pause)
+    print("bye", file=sys.stderr)
+    return n
+
+def chatty_then_spin():
+    print("about to spin", flush=True)
+    while True:
+        pass
 '''
 
 
@@ -121,6 +134,46 @@ def test_execute(client):
     with pytest.raises(sb.PythonException) as raised:
         client.execute("1/0")
     assert "ZeroDivisionError" in str(raised.value)
+
+
+def test_on_stdout_streams_the_output_while_the_call_runs(client, tool):
+    import time
+
+    heard, errs = [], []
+    started = time.monotonic()
+    full = client.call_full(tool, "chatty", 3, 0.3,
+                            on_stdout=lambda t: heard.append((t, time.monotonic())),
+                            on_stderr=errs.append)
+    answered = time.monotonic()
+    assert full.result == 3
+    assert "".join(t for t, _ in heard) == "line 0\nline 1\nline 2\n" == full.stdout
+    assert "".join(errs) == "bye\n" == full.stderr
+    # the first line came while the tool still had most of its 0.9 s ahead
+    assert answered - heard[0][1] > 0.5, (started, heard, answered)
+    assert client.call(tool, "add", 2, 3, on_stdout=heard.append) == 5
+
+
+def test_a_streamed_call_raises_the_same_typed_errors(client, tool):
+    heard = []
+    with pytest.raises(sb.FuelExhausted) as raised:
+        client.call(tool, "chatty_then_spin", on_stdout=heard.append)
+    assert "".join(heard) == "about to spin\n"
+    assert raised.value.code == "fuel_exhausted" and raised.value.status == 422
+    with pytest.raises(sb.PythonException):
+        client.call(tool, "boom", on_stdout=heard.append)
+    with pytest.raises(sb.NotFound) as missing:
+        client.call("no_such_alias", "f", on_stdout=heard.append)
+    assert missing.value.status == 404
+
+
+def test_execute_streams_too(client):
+    heard = []
+    answer = client.execute("print('hi')\nresult = sum(args)", args=[1, 2], on_stdout=heard.append)
+    # pieces are cut where the guest's writes and the 25 ms flushes fall: join them
+    assert answer["result"] == 3 and "".join(heard) == "hi\n"
+    with pytest.raises(sb.PythonException):
+        client.execute("print('x')\n1/0", on_stdout=heard.append)
+    assert "".join(heard) == "hi\nx\n"
 
 
 def test_tasks(client, tool):

@@ -1,13 +1,17 @@
 """The MCP endpoint driven by the official MCP Python SDK (`mcp`, its streamable-HTTP client):
-list -> call -> a limit hit -> bad input -> concurrency -> cancel, with the tenant's key."""
+list -> call -> a limit hit -> bad input -> concurrency -> cancel -> progress -> list_changed,
+with the tenant's key."""
 
 import os
 import uuid
 
+import functools
+
 import anyio
 import httpx2
 import pytest
-from mcp import ClientSession
+from mcp import Client, ClientSession
+from mcp.types import ToolListChangedNotification
 from mcp.client.streamable_http import streamable_http_client
 
 import scriptbox_client as sb
@@ -32,6 +36,14 @@ def spin():
 def nap(s: float) -> float:
     time.sleep(s)
     return s
+
+def talk(n: int) -> int:
+    import sys
+    for i in range(n):
+        print("line", i, flush=True)
+        time.sleep(0.3)
+    print("done", file=sys.stderr, flush=True)
+    return n
 '''
 
 
@@ -168,3 +180,95 @@ def test_a_session_belongs_to_its_tenant_and_sessions_are_bounded():
     assert list_in(opened[-1], other).status_code == 200
     # the first tenant's session is untouched by the other's flood
     assert list_in(mine, KEY).status_code == 200
+
+
+def test_progress_notifications_carry_the_output_while_the_call_runs(alias):
+    async def go():
+        async with session() as (read, write):
+            async with ClientSession(read, write) as s:
+                await s.initialize()
+                heard = []
+
+                async def on_progress(progress, total, message):
+                    heard.append((progress, message, anyio.current_time()))
+
+                done = await s.call_tool(f"{alias}.talk", {"n": 3}, progress_callback=on_progress)
+                answered = anyio.current_time()
+                assert done.structured_content == {"result": 3}
+                assert [m for _, m, _ in heard] == ["line 0\n", "line 1\n", "line 2\n", "[stderr] done\n"]
+                assert [p for p, _, _ in heard] == [1, 2, 3, 4]
+                # the first line arrived while the guest still had 0.9 s of work ahead
+                assert answered - heard[0][2] > 0.5
+                # without a progress token: no progress, the same answer
+                plain = await s.call_tool(f"{alias}.talk", {"n": 1})
+                assert plain.structured_content == {"result": 1}
+                assert "line 0" in plain.content[1].text
+
+    run(go)
+
+
+def other_tool(box, name):
+    box.upload_script(name, "def f() -> int:\n    return 1\n")
+    alias = "lc" + uuid.uuid4().hex[:6]
+    return alias
+
+
+def test_a_session_hears_tools_list_changed_on_load_and_unload():
+    async def go():
+        changed = anyio.Event()
+        heard = []
+
+        async def on_message(message):
+            if isinstance(message, ToolListChangedNotification):
+                heard.append(message)
+                changed.set()
+
+        async with session() as (read, write):
+            async with ClientSession(read, write, message_handler=on_message) as s:
+                await s.initialize()
+                # the client opens its GET stream after the handshake; changes go out on it
+                await anyio.sleep(1)
+                with sb.Client(URL, api_key=KEY) as box:
+                    alias = other_tool(box, "lc_tool")
+                    await anyio.to_thread.run_sync(functools.partial(box.load, "lc_tool", alias=alias))
+                    with anyio.fail_after(5):
+                        await changed.wait()
+                    names = [t.name for t in (await s.list_tools()).tools]
+                    assert f"{alias}.f" in names
+                    changed = anyio.Event()
+                    await anyio.to_thread.run_sync(box.unload, alias)
+                    with anyio.fail_after(5):
+                        await changed.wait()
+                    names = [t.name for t in (await s.list_tools()).tools]
+                    assert f"{alias}.f" not in names
+                    assert len(heard) == 2
+                    # another tenant's load is not this session's change
+                    with sb.Client(URL, api_key=os.environ["SCRIPTBOX_OTHER_KEY"]) as theirs:
+                        their_alias = other_tool(theirs, "lc_other")
+                        await anyio.to_thread.run_sync(functools.partial(theirs.load, "lc_other", alias=their_alias))
+                        await anyio.sleep(0.5)
+                        assert len(heard) == 2
+                        await anyio.to_thread.run_sync(theirs.unload, their_alias)
+
+    run(go)
+
+
+def test_a_2026_client_hears_list_changed_through_subscriptions_listen():
+    async def go():
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+        transport = streamable_http_client(URL + "/mcp", http_client=http)
+        async with Client(transport, mode="2026-07-28") as client:
+            assert client.session.protocol_version == "2026-07-28"
+            async with client.listen(tools_list_changed=True) as sub:
+                with sb.Client(URL, api_key=KEY) as box:
+                    alias = other_tool(box, "lc_modern")
+                    await anyio.to_thread.run_sync(functools.partial(box.load, "lc_modern", alias=alias))
+                    with anyio.fail_after(5):
+                        await sub.__anext__()
+                    names = [t.name for t in (await client.list_tools()).tools]
+                    assert f"{alias}.f" in names
+                    await anyio.to_thread.run_sync(box.unload, alias)
+                    with anyio.fail_after(5):
+                        await sub.__anext__()
+
+    run(go)

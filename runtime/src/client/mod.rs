@@ -3,12 +3,14 @@
 //! HTTP to a server.
 //!
 //! Output is for people by default (tables, the result pretty-printed, the call's stdout and
-//! stderr on the terminal's) and the server's JSON with `--json`. Exit codes: 0 success, 1 a
+//! stderr on the terminal's, as they stream for `call` and `exec`) and the server's JSON with
+//! `--json`. Exit codes: 0 success, 1 a
 //! tool or sandbox error (the server's `422`: the tool raised, or hit fuel, deadline, memory
 //! or output), 2 anything else that went wrong (usage, connection, a refused request); the
 //! server's error code and message are printed, never a debug dump.
 
 mod render;
+mod stream;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -149,6 +151,8 @@ pub enum Verb {
 struct Answer {
     status: u16,
     body: Value,
+    /// The call's output was printed as it streamed (so the answer's is not printed again).
+    streamed: bool,
 }
 
 struct Client {
@@ -182,21 +186,31 @@ impl Client {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Answer, Failure> {
-        let response = request.send().await.map_err(|e| {
-            let what = if e.is_timeout() {
-                "did not answer in time"
-            } else {
-                "could not be reached"
-            };
-            other(format!("the server at {} {what}", self.remote.url))
-        })?;
+        let response = request.send().await.map_err(|e| self.unreachable(&e))?;
+        self.read(response).await
+    }
+
+    fn unreachable(&self, e: &reqwest::Error) -> Failure {
+        let what = if e.is_timeout() {
+            "did not answer in time"
+        } else {
+            "could not be reached"
+        };
+        other(format!("the server at {} {what}", self.remote.url))
+    }
+
+    async fn read(&self, response: reqwest::Response) -> Result<Answer, Failure> {
         let status = response.status().as_u16();
         let text = response
             .text()
             .await
             .map_err(|_| other("the server's answer broke off"))?;
         let body = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "raw": text }));
-        Ok(Answer { status, body })
+        Ok(Answer {
+            status,
+            body,
+            streamed: false,
+        })
     }
 
     async fn get(&self, path: &str) -> Result<Answer, Failure> {
@@ -282,7 +296,11 @@ pub async fn run(remote: Remote, verb: Verb) -> Result<(), Failure> {
             let args: Vec<Value> = args.iter().map(|a| argument(a)).collect();
             let body =
                 json!({"alias": alias, "function_name": function, "args": args, "kwargs": kwargs});
-            client.post("/python/call", body).await?
+            if json_out {
+                client.post("/python/call", body).await?
+            } else {
+                client.post_streamed("/python/call", body).await?
+            }
         }
         Verb::Exec { code, file } => {
             let code = match (code, file) {
@@ -291,10 +309,13 @@ pub async fn run(remote: Remote, verb: Verb) -> Result<(), Failure> {
                     .map_err(|e| other(format!("reading {}: {e}", file.display())))?,
                 _ => return Err(other("give the code with -c CODE or as a file")),
             };
-            let answer = client
-                .post("/api/python/execute", json!({"code": code}))
-                .await?;
-            return render::execute(answer.status, &answer.body, json_out);
+            let body = json!({"code": code});
+            let answer = if json_out {
+                client.post("/api/python/execute", body).await?
+            } else {
+                client.post_streamed("/api/python/execute", body).await?
+            };
+            return render::execute(&answer, json_out);
         }
         Verb::Unload { alias } => {
             client
@@ -333,9 +354,9 @@ pub async fn run(remote: Remote, verb: Verb) -> Result<(), Failure> {
             data(answer).map(drop)
         };
     }
-    let body = answer.body.clone();
-    let value = data(answer).inspect_err(|_| render::call_output(&body))?;
-    render::human(&value);
+    let (body, streamed) = (answer.body.clone(), answer.streamed);
+    let value = data(answer).inspect_err(|_| render::call_output(&body, streamed))?;
+    render::human(&value, streamed);
     Ok(())
 }
 

@@ -4,11 +4,17 @@ use serde_json::Value;
 
 use super::Failure;
 
-/// A call's stdout and stderr on the terminal's, as the tool printed them.
-pub(super) fn call_output(value: &Value) {
+/// A call's stdout and stderr on the terminal's, as the tool printed them (unless they were
+/// printed already as they streamed), and a traceback.
+pub(super) fn call_output(value: &Value, streamed: bool) {
     let data = value.get("data").unwrap_or(value);
     let details = &value["error"]["details"];
-    for source in [data, details] {
+    let sources = if streamed {
+        &[][..]
+    } else {
+        &[data, details][..]
+    };
+    for source in sources {
         if let Some(out) = source["stdout"].as_str().filter(|s| !s.is_empty()) {
             print!("{out}");
         }
@@ -22,7 +28,7 @@ pub(super) fn call_output(value: &Value) {
 }
 
 /// A successful answer's `data`: a table for lists, the result for a call.
-pub(super) fn human(data: &Value) {
+pub(super) fn human(data: &Value, streamed: bool) {
     if let Some(tools) = data["tools"].as_array() {
         table(
             &["alias", "script", "mode", "calls", "resets"],
@@ -66,7 +72,7 @@ pub(super) fn human(data: &Value) {
                 .collect(),
         );
     } else if data.get("result").is_some() && data.get("fuel_used").is_some() {
-        call_output(data);
+        call_output(data, streamed);
         println!("{}", pretty(&data["result"]));
     } else {
         println!("{}", pretty(data));
@@ -74,11 +80,12 @@ pub(super) fn human(data: &Value) {
 }
 
 /// `POST /api/python/execute`'s answer (the original's shape, not the envelope).
-pub(super) fn execute(status: u16, body: &Value, json: bool) -> Result<(), Failure> {
+pub(super) fn execute(answer: &super::Answer, json: bool) -> Result<(), Failure> {
+    let (status, body) = (answer.status, &answer.body);
     if json {
         println!("{body}");
     } else {
-        call_output(body);
+        call_output(body, answer.streamed);
     }
     if body["success"] == Value::Bool(true) {
         if !json && !body["result"].is_null() {

@@ -4,7 +4,8 @@
 //! Events, in order: `stdout` and `stderr` (`{"text": ...}`, the guest's `print()` output as
 //! it is written, at most 16 KiB of text each, flushed every 25 ms while output flows), then
 //! exactly one `result` (the JSON answer would have been 2xx) or `error` (it would not),
-//! whose data is that JSON answer, byte for byte; then the stream ends. A `: keep-alive`
+//! whose data is that JSON answer, byte for byte, and whose `id` is that answer's status;
+//! then the stream ends. A `: keep-alive`
 //! comment goes out every 15 s while the guest is silent.
 //!
 //! The call runs inside the response body: a client that goes away drops the body, which
@@ -116,8 +117,10 @@ fn output_event(chunk: &Output) -> Event {
     Event::default().event(chunk.stream.name()).data(data)
 }
 
-/// The JSON answer as the last event: `result` for a 2xx, else `error`.
+/// The JSON answer as the last event: `result` for a 2xx, else `error`; its `id` is the
+/// status the plain answer would have had (the stream's own status is 200).
 async fn answer_event(response: Response) -> Event {
+    let status = response.status().as_u16().to_string();
     let name = if response.status().is_success() {
         "result"
     } else {
@@ -127,14 +130,14 @@ async fn answer_event(response: Response) -> Event {
         Ok(body) => body,
         Err(err) => {
             tracing::error!(cause = %err, "a streamed call's answer could not be read");
-            return Event::default().event("error").data(
+            return Event::default().event("error").id("500").data(
                 r#"{"success":false,"error":{"code":"internal_error","message":"the answer could not be sent"}}"#,
             );
         }
     };
     // serde_json writes no raw newlines, but the field must never hold one.
     let text = String::from_utf8_lossy(&body).replace(['\r', '\n'], " ");
-    Event::default().event(name).data(text)
+    Event::default().event(name).id(status).data(text)
 }
 
 #[cfg(test)]

@@ -17,8 +17,12 @@
 //! * **`tools/call`**: exactly a `/python/call` (the tool's limits, the tenant's quotas); a
 //!   sandbox limit is a tool error (`isError: true`) that names it (fuel, deadline, memory,
 //!   output), never a protocol error. `notifications/cancelled` stops the call (the job is
-//!   cancelled and the guest stopped, as at a deadline).
+//!   cancelled and the guest stopped, as at a deadline). A call with a progress token gets
+//!   the guest's output as progress notifications while it runs ([`notify`]).
+//! * **`notifications/tools/list_changed`** when the tenant loads, unloads or reloads a tool
+//!   (on a session's `GET /mcp` stream, or a 2026-07-28 client's `subscriptions/listen`).
 
+mod notify;
 pub mod schema;
 
 use std::net::{IpAddr, SocketAddr};
@@ -30,9 +34,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    InitializeResult, ListToolsResult, PaginatedRequestParams, ServerCapabilities, Tool,
+    InitializeResult, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
+    SubscriptionFilter, Tool,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{
     SessionManager as _, StreamableHttpServerConfig, StreamableHttpService,
@@ -78,7 +83,8 @@ pub fn router(tenants: Arc<Tenants>) -> axum::Router {
         .disable_allowed_hosts()
         .with_max_request_body_bytes(MAX_BODY);
     let manager = Arc::new(LocalSessionManager::default());
-    let service = StreamableHttpService::new(|| Ok(Handler), Arc::clone(&manager), config);
+    let service =
+        StreamableHttpService::new(|| Ok(Handler::default()), Arc::clone(&manager), config);
     let sessions = SharedSessions::default();
     axum::Router::new()
         .nest_service("/mcp", service)
@@ -196,17 +202,35 @@ fn forget(sessions: &SharedSessions, id: &str) {
 #[derive(Clone)]
 struct Caller(Arc<Tenant>);
 
-/// The MCP server: stateless, the tenant read from each request.
-#[derive(Clone, Copy)]
-struct Handler;
+/// The MCP server of one session (or one sessionless request): the tenant is read from each
+/// request; what it keeps is the session's watcher of list changes, stopped when it goes.
+#[derive(Default)]
+struct Handler {
+    watcher: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
+}
 
-fn tenant_of(context: &RequestContext<RoleServer>) -> Result<Arc<Tenant>, McpError> {
-    context
-        .extensions
+impl Drop for Handler {
+    fn drop(&mut self) {
+        let watcher = self
+            .watcher
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(watcher) = watcher.take() {
+            watcher.abort();
+        }
+    }
+}
+
+fn tenant_in(extensions: &rmcp::model::Extensions) -> Result<Arc<Tenant>, McpError> {
+    extensions
         .get::<axum::http::request::Parts>()
         .and_then(|parts| parts.extensions.get::<Caller>())
         .map(|Caller(tenant)| Arc::clone(tenant))
         .ok_or_else(|| McpError::internal_error("no tenant on the request", None))
+}
+
+fn tenant_of(context: &RequestContext<RoleServer>) -> Result<Arc<Tenant>, McpError> {
+    tenant_in(&context.extensions)
 }
 
 fn text_error(text: impl Into<String>) -> CallToolResponse {
@@ -215,12 +239,71 @@ fn text_error(text: impl Into<String>) -> CallToolResponse {
 
 impl ServerHandler for Handler {
     fn get_info(&self) -> InitializeResult {
-        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .build();
+        InitializeResult::new(capabilities)
             .with_server_info(Implementation::new("scriptbox", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "Each tool is a function of a Python tool the tenant loaded, named alias.function; \
                  run_python runs code in a fresh sandbox. Calls run under the tool's limits.",
             )
+    }
+
+    /// A session's client is ready: from now on it hears of the tenant's tool changes.
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        let Ok(tenant) = tenant_in(&context.extensions) else {
+            return;
+        };
+        let peer = context.peer;
+        let closed = peer.clone();
+        let watch = notify::list_changes(
+            tenant.registry.tool_changes(),
+            move || closed.is_transport_closed(),
+            move || {
+                let peer = peer.clone();
+                async move { peer.notify_tool_list_changed().await.is_ok() }
+            },
+        );
+        let task = tokio::spawn(watch).abort_handle();
+        let mut watcher = self
+            .watcher
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(previous) = watcher.replace(task) {
+            previous.abort();
+        }
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        _requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(SubscriptionFilter::builder().tools_list_changed().build())
+    }
+
+    /// A 2026-07-28 client's `subscriptions/listen`: list changes until it cancels.
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        let tenant = tenant_of(context.request_context())?;
+        if context.accepted().tools_list_changed != Some(true) {
+            context.cancelled().await;
+            return Ok(());
+        }
+        let sink = context.sink().clone();
+        let watch = notify::list_changes(
+            tenant.registry.tool_changes(),
+            || false,
+            move || {
+                let sink = sink.clone();
+                async move { sink.notify_tool_list_changed().await.is_ok() }
+            },
+        );
+        tokio::select! {
+            () = watch => {}
+            () = context.cancelled() => {}
+        }
+        Ok(())
     }
 
     async fn list_tools(
@@ -256,9 +339,10 @@ impl ServerHandler for Handler {
                 "unknown tool (a tool name is at most 200 bytes)",
             ));
         }
-        let call = async {
+        let token = context.meta.get_progress_token();
+        let call = notify::with_progress(&context.peer, token, |stream| async {
             if request.name == RUN_PYTHON {
-                return run_python(&tenant, arguments).await;
+                return run_python(&tenant, arguments, stream).await;
             }
             let Some((alias, function)) = request.name.split_once('.') else {
                 return text_error(format!("unknown tool {:?}", request.name));
@@ -267,15 +351,16 @@ impl ServerHandler for Handler {
                 Ok(raw) => raw,
                 Err(_) => return text_error("the arguments could not be read"),
             };
+            let args = crate::protocol::empty_array();
             match tenant
                 .registry
-                .call_abandonable(alias, function, crate::protocol::empty_array(), kwargs)
+                .call_watched(alias, function, args, kwargs, stream)
                 .await
             {
                 Ok(report) => answer(report),
                 Err(err) => text_error(format!("{}: {err}", request.name)),
             }
-        };
+        });
         // A cancelled request drops the call, which cancels its job and stops the guest.
         tokio::select! {
             answer = call => Ok(answer),
@@ -338,7 +423,11 @@ fn run_python_tool() -> Tool {
     )
 }
 
-async fn run_python(tenant: &Tenant, mut arguments: Map<String, Value>) -> CallToolResponse {
+async fn run_python(
+    tenant: &Tenant,
+    mut arguments: Map<String, Value>,
+    stream: Option<crate::sandbox::OutputSink>,
+) -> CallToolResponse {
     let Some(Value::String(code)) = arguments.remove("code") else {
         return text_error("run_python needs `code`, a string");
     };
@@ -355,7 +444,7 @@ async fn run_python(tenant: &Tenant, mut arguments: Map<String, Value>) -> CallT
     let op = Op::Run { code, args };
     match tenant
         .registry
-        .run_fresh(crate::protocol::SCRATCH_MODULE, op, None)
+        .run_fresh_watched(crate::protocol::SCRATCH_MODULE, op, None, stream)
         .await
     {
         Ok(report) => answer(report),

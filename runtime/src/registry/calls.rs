@@ -34,20 +34,8 @@ impl Registry {
     }
 
     /// As [`Registry::call`], but a caller that drops the future before the answer stops
-    /// the guest (the MCP edge: a client that cancels or goes away).
-    pub async fn call_abandonable(
-        self: &Arc<Self>,
-        alias: &str,
-        function: &str,
-        args: Box<RawValue>,
-        kwargs: Box<RawValue>,
-    ) -> Result<CallReport, RegistryError> {
-        self.call_with(alias, function, args, kwargs, true, None)
-            .await
-    }
-
-    /// As [`Registry::call_abandonable`], with the call's `print()` output sent to `stream`
-    /// as it is written (a cached answer's output is sent as it was kept).
+    /// the guest (a client that cancels or goes away), and with the call's `print()` output
+    /// sent to `stream` as it is written (a cached answer's output is sent as it was kept).
     pub async fn call_watched(
         self: &Arc<Self>,
         alias: &str,

@@ -181,9 +181,11 @@ impl Registry {
         }
     }
 
-    /// Makes the slots what `wanted` says; the tools to close.
+    /// Makes the slots what `wanted` says (telling the watchers of `tool_changes` when that
+    /// changed them); the tools to close.
     fn follow(&self, wanted: &HashMap<String, Dormant>) -> Vec<Arc<Tool>> {
         let mut closing = Vec::new();
+        let mut changed = false;
         let mut slots = self.slots();
         let aliases: Vec<String> = slots.keys().cloned().collect();
         for alias in aliases {
@@ -195,6 +197,7 @@ impl Registry {
                 if let Some(Slot::Ready(tool)) = slots.remove(&alias) {
                     closing.push(tool);
                 }
+                changed = true;
                 continue;
             };
             let keep = match slots.get(&alias) {
@@ -211,17 +214,24 @@ impl Registry {
                 }
                 _ => true,
             };
-            if !keep
-                && let Some(Slot::Ready(tool)) =
+            if !keep {
+                changed = true;
+                if let Some(Slot::Ready(tool)) =
                     slots.insert(alias.clone(), Slot::Dormant(Box::new(want.clone())))
-            {
-                closing.push(tool);
+                {
+                    closing.push(tool);
+                }
             }
         }
         for (alias, want) in wanted {
             if !slots.contains_key(alias) && slots.len() < self.settings.max_tools {
                 slots.insert(alias.clone(), Slot::Dormant(Box::new(want.clone())));
+                changed = true;
             }
+        }
+        drop(slots);
+        if changed {
+            self.tools_changed();
         }
         closing
     }

@@ -250,10 +250,13 @@ impl Registry {
                 _ => None,
             }
         };
-        if let Some(Slot::Ready(tool)) = removed {
+        if let Some(Slot::Ready(tool)) = &removed {
             tool.close();
         }
         self.cache.invalidate(alias);
+        if removed.is_some() && alias != super::SESSION_ALIAS {
+            self.tools_changed();
+        }
     }
 
     /// Re-imports the tool's script in a fresh instance, from its newest version (the
@@ -282,6 +285,7 @@ impl Registry {
         let reloaded = answer.await.map_err(|_| RegistryError::Unloaded)?;
         self.cache.invalidate(alias);
         reloaded?;
+        self.tools_changed();
         let info = tool.info();
         let debug = lock(&tool.debug).clone();
         self.record_tool(&info, &debug).await?;
@@ -304,7 +308,12 @@ impl Reservation<'_> {
 
     fn fill(mut self, tool: Arc<Tool>) {
         if let Some(alias) = self.alias.take() {
+            // A wake starts a tool that was listed already; a new one changes the list.
+            let new = self.previous.is_none() && alias != super::SESSION_ALIAS;
             self.registry.slots().insert(alias, Slot::Ready(tool));
+            if new {
+                self.registry.tools_changed();
+            }
         }
     }
 }

@@ -209,6 +209,9 @@ pub struct Registry {
     /// Held by a load, unload or reload from its start to its record, and by a sync with the
     /// store: a sync never sees a tool started but not yet recorded.
     changing: tokio::sync::Mutex<()>,
+    /// Counts changes to the set of tools or their functions (a load, unload, reload, or a
+    /// change followed from another node), for the MCP endpoint's `list_changed`.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// The alias of an owner's session interpreter (`inject` without an alias, `execute` in
@@ -262,7 +265,19 @@ impl Registry {
             scripts,
             waking: tokio::sync::Mutex::new(()),
             changing: tokio::sync::Mutex::new(()),
+            changes: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// A receiver that is marked changed each time the owner's tools change (one loaded,
+    /// unloaded or reloaded here, or followed from another node).
+    pub fn tool_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Tells the watchers of [`Registry::tool_changes`].
+    fn tools_changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub fn settings(&self) -> &Settings {
