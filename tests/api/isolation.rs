@@ -103,3 +103,89 @@ async fn a_fault_in_one_isolated_call_leaves_the_next_untouched_and_reload_sees_
     }
     server.stop().await;
 }
+
+/// What `leave_traces` reports when no earlier call left anything.
+fn assert_clean(seen: &serde_json::Value) {
+    assert_eq!(seen["count"], 0, "{seen}");
+    for trace in ["module_attr", "other_module_attr", "env"] {
+        assert!(seen[trace].is_null(), "{trace}: {seen}");
+    }
+    for trace in ["builtin_patched", "builtin_added", "imported", "file"] {
+        assert_eq!(seen[trace], false, "{trace}: {seen}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_trace_of_a_call_reaches_the_next_across_many_calls_tools_and_clients() {
+    let server = TestServer::start().await;
+    let tools = ["leak_a", "leak_b", "leak_c"];
+    for alias in tools {
+        load(&server, "leaky_fixture", alias, "isolated").await;
+    }
+    let mut draws = std::collections::HashSet::new();
+    let mut calls = 0;
+    let client = &server;
+    // 8 rounds of 6 concurrent calls spread over the three tools: 48 calls.
+    for round in 0..8 {
+        let batch = (0..6).map(|i| {
+            let alias = tools[i % tools.len()];
+            let tag = format!("r{round}c{i}");
+            async move {
+                client
+                    .call(alias, "leave_traces", json!([tag]), json!({}))
+                    .await
+            }
+        });
+        for (status, body) in futures_util::future::join_all(batch).await {
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let seen = &body["data"]["result"];
+            assert_clean(seen);
+            // an isolated tool has no scratch folder: the write itself fails
+            assert_eq!(seen["wrote_file"], false, "{seen}");
+            for draw in seen["draws"].as_array().expect("draws") {
+                assert!(
+                    draws.insert(draw.as_u64().expect("u64")),
+                    "a repeated draw: {seen}"
+                );
+            }
+            calls += 1;
+        }
+    }
+    assert_eq!(calls, 48);
+    assert_eq!(
+        draws.len(),
+        48 * 4,
+        "every call draws its own random numbers"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_after_leaving_traces_leaves_the_next_call_clean() {
+    let server = TestServer::start().await;
+    let (status, body) = server
+        .post(
+            "/python/load",
+            json!({"script_name": "leaky_fixture", "alias": "trap", "mode": "isolated",
+                   "limits": {"fuel": 100_000_000, "memory_bytes": 64 << 20}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for (how, expected) in [("fuel", "fuel_exhausted"), ("memory", "python_exception")] {
+        let (status, body) = server
+            .call(
+                "trap",
+                "trap_after_traces",
+                json!(["trapped", how]),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(code(&body), expected, "{how}: {body}");
+        let seen = server
+            .call_ok("trap", "leave_traces", json!(["after"]))
+            .await;
+        assert_clean(&seen["result"]);
+    }
+    server.stop().await;
+}

@@ -12,6 +12,7 @@
 //! `scriptbox bench --cluster` the cluster bench (see [`cluster`]).
 
 mod cluster;
+mod concurrency;
 mod hostile;
 mod limits_cost;
 mod record;
@@ -68,6 +69,13 @@ pub struct BenchArgs {
     /// Only the first table (warm calls), as before the performance record.
     #[arg(long)]
     pub warm_only: bool,
+    /// Only the isolated-against-persistent table under concurrency (1, 4, 8 clients on 1
+    /// and 4 tools; see --load-s).
+    #[arg(long)]
+    pub isolated_load: bool,
+    /// Seconds of calls per row of the isolated-against-persistent table.
+    #[arg(long, default_value_t = 3)]
+    pub load_s: u64,
     /// Also run the CPU cases on engines without fuel metering and without epochs, to show
     /// what the per-call limits cost (compiles the interpreter twice more, once per machine).
     #[arg(long)]
@@ -117,6 +125,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ..Config::default()
     };
     let engine = crate::server::load_engine(&config).await?;
+    if args.isolated_load {
+        concurrency::run(&config, engine, args.load_s).await?;
+        let _ = std::fs::remove_dir_all(&data);
+        return Ok(());
+    }
     // First, with nothing else in the process yet: start-up to the first call.
     let mut record_rows = Vec::new();
     if !args.warm_only {
@@ -141,8 +154,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         if args.limits_cost {
             limits_cost::limits_cost(&config, &args.python, &mut record_rows).await?;
         }
-        record::memory(&config, engine, &args.memory_tools, &mut record_rows).await?;
+        record::memory(
+            &config,
+            engine.clone(),
+            &args.memory_tools,
+            &mut record_rows,
+        )
+        .await?;
         record::print(&record_rows);
+        concurrency::run(&config, engine, args.load_s).await?;
     }
     let _ = std::fs::remove_dir_all(&data);
     Ok(())

@@ -22,14 +22,12 @@ use crate::metrics::{Metrics, Snapshot, TenantGauges};
 
 /// The route template a request matched, put on its response for [`count_requests`].
 #[derive(Clone)]
-struct Route(Arc<str>);
+struct Route(MatchedPath);
 
 /// Route layer: remembers which route template answered.
 pub async fn mark_route(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| Arc::<str>::from(path.as_str()));
+    // A clone of the matched path is a reference count, not a copy.
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let mut response = next.run(request).await;
     if let Some(route) = route {
         response.extensions_mut().insert(Route(route));
@@ -48,7 +46,7 @@ pub async fn count_requests(
     let route = response
         .extensions()
         .get::<Route>()
-        .map_or("_unmatched", |route| &route.0);
+        .map_or("_unmatched", |route| route.0.as_str());
     metrics.count_request(route, response.status().as_u16());
     response
 }
