@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import httpx
@@ -72,13 +73,19 @@ class Client:
 
     # -- plumbing
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    @contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """Turns httpx's timeouts and transport errors into `ConnectionFailed`."""
         try:
-            return self._http.request(method, path, **kwargs)
+            yield
         except httpx.TimeoutException as exc:
             raise ConnectionFailed("timeout", 0, f"no answer from {self._http.base_url}: {exc}") from None
         except httpx.TransportError as exc:
             raise ConnectionFailed("unreachable", 0, f"{self._http.base_url} could not be reached: {exc}") from None
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        with self._reaching():
+            return self._http.request(method, path, **kwargs)
 
     def _data(self, response: httpx.Response) -> Json:
         try:
@@ -101,23 +108,18 @@ class Client:
         `stdout`/`stderr` piece to its callback as it arrives; the final JSON answer, whether
         it was a `result` (not an `error`), and its status (the final event's `id`)."""
         headers = {"accept": "text/event-stream"}
-        try:
-            with self._http.stream("POST", path, json=body, headers=headers) as response:
-                if "text/event-stream" not in response.headers.get("content-type", ""):
-                    response.read()
-                    return self._plain(response)
-                for name, data, event_id in _events(response.iter_lines()):
-                    if name in ("stdout", "stderr"):
-                        callback = on_stdout if name == "stdout" else on_stderr
-                        if callback is not None:
-                            callback(json.loads(data)["text"])
-                    elif name in ("result", "error"):
-                        status = int(event_id) if event_id.isdigit() else response.status_code
-                        return json.loads(data), name == "result", status
-        except httpx.TimeoutException as exc:
-            raise ConnectionFailed("timeout", 0, f"no answer from {self._http.base_url}: {exc}") from None
-        except httpx.TransportError as exc:
-            raise ConnectionFailed("unreachable", 0, f"{self._http.base_url} could not be reached: {exc}") from None
+        with self._reaching(), self._http.stream("POST", path, json=body, headers=headers) as response:
+            if "text/event-stream" not in response.headers.get("content-type", ""):
+                response.read()
+                return self._plain(response)
+            for name, data, event_id in _events(response.iter_lines()):
+                if name in ("stdout", "stderr"):
+                    callback = on_stdout if name == "stdout" else on_stderr
+                    if callback is not None:
+                        callback(json.loads(data)["text"])
+                elif name in ("result", "error"):
+                    status = int(event_id) if event_id.isdigit() else response.status_code
+                    return json.loads(data), name == "result", status
         raise ConnectionFailed("broken_stream", 0, "the event stream ended without an answer")
 
     @staticmethod

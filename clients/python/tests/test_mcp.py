@@ -207,9 +207,11 @@ def test_progress_notifications_carry_the_output_while_the_call_runs(alias):
     run(go)
 
 
-def other_tool(box, name):
+async def load_other_tool(box, name):
+    """Uploads a one-function script `name` and loads it (off the event loop); its alias."""
     box.upload_script(name, "def f() -> int:\n    return 1\n")
     alias = "lc" + uuid.uuid4().hex[:6]
+    await anyio.to_thread.run_sync(functools.partial(box.load, name, alias=alias))
     return alias
 
 
@@ -229,8 +231,7 @@ def test_a_session_hears_tools_list_changed_on_load_and_unload():
                 # the client opens its GET stream after the handshake; changes go out on it
                 await anyio.sleep(1)
                 with sb.Client(URL, api_key=KEY) as box:
-                    alias = other_tool(box, "lc_tool")
-                    await anyio.to_thread.run_sync(functools.partial(box.load, "lc_tool", alias=alias))
+                    alias = await load_other_tool(box, "lc_tool")
                     with anyio.fail_after(5):
                         await changed.wait()
                     names = [t.name for t in (await s.list_tools()).tools]
@@ -244,8 +245,7 @@ def test_a_session_hears_tools_list_changed_on_load_and_unload():
                     assert len(heard) == 2
                     # another tenant's load is not this session's change
                     with sb.Client(URL, api_key=os.environ["SCRIPTBOX_OTHER_KEY"]) as theirs:
-                        their_alias = other_tool(theirs, "lc_other")
-                        await anyio.to_thread.run_sync(functools.partial(theirs.load, "lc_other", alias=their_alias))
+                        their_alias = await load_other_tool(theirs, "lc_other")
                         await anyio.sleep(0.5)
                         assert len(heard) == 2
                         await anyio.to_thread.run_sync(theirs.unload, their_alias)
@@ -261,8 +261,7 @@ def test_a_2026_client_hears_list_changed_through_subscriptions_listen():
             assert client.session.protocol_version == "2026-07-28"
             async with client.listen(tools_list_changed=True) as sub:
                 with sb.Client(URL, api_key=KEY) as box:
-                    alias = other_tool(box, "lc_modern")
-                    await anyio.to_thread.run_sync(functools.partial(box.load, "lc_modern", alias=alias))
+                    alias = await load_other_tool(box, "lc_modern")
                     with anyio.fail_after(5):
                         await sub.__anext__()
                     names = [t.name for t in (await client.list_tools()).tools]
