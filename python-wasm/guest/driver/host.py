@@ -108,6 +108,52 @@ def boot(argv):
     return main(sys.argv)
 
 
+class NotSnapshotable(Exception):
+    """The tool's imported state cannot be copied to other instances (see `prepare`)."""
+
+
+_PREPARED = None
+
+
+def prepare(argv):
+    """The first half of `boot`, as a turn of its own for isolated tools' memory snapshots
+    (runtime/src/sandbox/snapshot.rs): imports the tool and returns, so the host can copy
+    the memory of a tool imported into later instances, which then only `serve`. Raises
+    NotSnapshotable when the copy would not be faithful: the import failed, or left a file
+    descriptor open (the host's descriptor table is not in the copy)."""
+    global _PREPARED
+    sys.argv = list(argv)
+    reseed()
+    before = _open_descriptors()
+    prepared = setup(sys.argv)
+    if isinstance(prepared, int):
+        raise NotSnapshotable("bad arguments")
+    _PREPARED = prepared
+    if prepared[2].get("ok") is not True or _open_descriptors() != before:
+        raise NotSnapshotable("not a faithful copy")
+
+
+def serve():
+    """The second half of `boot`, after `prepare` (in this instance or in the one whose
+    memory this instance was given): fresh random seeds, then the request loop."""
+    reseed()
+    exchange, driver, frame = _PREPARED
+    return loop(exchange, driver, frame)
+
+
+def _open_descriptors():
+    import os
+
+    found = []
+    for fd in range(3, 64):
+        try:
+            os.fstat(fd)
+        except OSError:
+            continue
+        found.append(fd)
+    return found
+
+
 def reseed():
     """Every instance of an image starts from one memory: generators seeded while it was
     built would give every instance the same numbers. Fresh seeds from the OS, per instance."""
@@ -119,6 +165,15 @@ def reseed():
 
 def main(argv):
     reseed()
+    prepared = setup(argv)
+    if isinstance(prepared, int):
+        return prepared
+    return loop(*prepared)
+
+
+def setup(argv):
+    """Everything before the first request: the transport, the paths, the `scriptbox`
+    module and the tool's import. (exchange, driver, the load frame), or an exit status."""
     close_the_sockets()
     if len(argv) < 3:
         sys.stderr.write("usage: _scriptbox_driver.py MODULE SCRIPTS_DIR [--pipes]\n")
@@ -136,8 +191,12 @@ def main(argv):
             sys.path.append(arg[7:])
     driver = Driver(argv[1], argv[2])
     sys.modules["scriptbox"] = make_guest_module(exchange, driver)
+    return exchange, driver, driver.load()
+
+
+def loop(exchange, driver, frame):
+    """Answers requests until the transport ends: `frame` (the load's) goes out first."""
     rid = 0
-    frame = driver.load()
     while True:
         try:
             raw = exchange(encode(frame, rid))

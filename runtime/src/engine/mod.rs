@@ -84,7 +84,11 @@ impl Engine {
             .max_memory_size(max_memory)
             .max_core_instance_size(4 << 20)
             // the interpreter's function table has about 47,000 entries
-            .table_elements(1 << 16);
+            .table_elements(1 << 16)
+            .linear_memory_keep_resident(128 << 20)
+            .table_keep_resident(1 << 20)
+            .async_stack_keep_resident(1 << 20)
+            .pagemap_scan(wasmtime::Enabled::Auto);
         let mut config = Self::config();
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         config

@@ -2,6 +2,9 @@
 //! `mode: "isolated"` takes an instance that no earlier call touched (started from the
 //! interpreter snapshot with the tool already imported) and drops it afterwards.
 //!
+//! The pool's first instance imports the tool and leaves a memory snapshot of it; later
+//! ones start from that snapshot instead of importing again ([`crate::sandbox::snapshot`]).
+//!
 //! A background task per tool keeps up to `per_tool` instances ready, started one after
 //! another, each holding one permit of the server-wide `total` so all pools together stay
 //! bounded. When the pool is empty (a burst, or the server-wide bound is reached) the call
@@ -12,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::sandbox::{Instance, Limits, Sandbox, ToolMounts};
+use crate::sandbox::{Instance, Limits, Sandbox, SnapshotCell, ToolMounts};
 
 /// How long the refill task waits after a failed start before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -65,13 +68,14 @@ impl Drop for Pool {
 /// Keeps the channel full: each started instance waits in it until a call takes it. `send`
 /// waits while the channel is full, so at most `per_tool` wait plus the one being handed over.
 async fn refill(recipe: Recipe, ready: mpsc::Sender<Warm>, total: Arc<Semaphore>) {
+    let snapshots = Arc::new(SnapshotCell::default());
     loop {
         let Ok(permit) = Arc::clone(&total).acquire_owned().await else {
             return;
         };
         let started = recipe
             .sandbox
-            .spawn(&recipe.module, &recipe.limits, &recipe.mounts)
+            .spawn_isolated(&recipe.module, &recipe.limits, &recipe.mounts, &snapshots)
             .await;
         match started {
             Ok(instance) => {

@@ -50,8 +50,7 @@ pub(super) async fn boot_image(
 ) -> wasmtime::Result<i32> {
     let instance = pre.instantiate_async(&mut store).await?;
     let value = image::run_turn(&mut store, &instance, &boot).await?;
-    // 0: the program ended; 1: an exception escaped it; 256 + status: it called exit.
-    Ok(if value >= 256 { value - 256 } else { value })
+    Ok(image::exit_status(value))
 }
 
 pub(super) enum Received {

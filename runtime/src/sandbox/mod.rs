@@ -24,6 +24,7 @@ pub mod image;
 mod instance;
 pub mod mounts;
 mod outcome;
+pub mod snapshot;
 pub mod tap;
 
 use std::sync::Arc;
@@ -50,6 +51,7 @@ pub use instance::{Instance, RunOptions};
 pub use mounts::{Mounts, Scratch, ToolMounts};
 use outcome::DeadlineExceeded;
 pub use outcome::{Fault, Outcome, SpawnError};
+pub use snapshot::SnapshotCell;
 use tap::Tap;
 pub use tap::{Output, OutputSink, Stream};
 
@@ -269,6 +271,28 @@ impl Sandbox {
         limits: &Limits,
         tool: &ToolMounts,
     ) -> Result<Instance, SpawnError> {
+        self.spawn_with(module, limits, tool, None).await
+    }
+
+    /// As [`Sandbox::spawn`], for an isolated tool's pool: from the pool's [snapshot]
+    /// (its import copied, not run again) once its first instance took one.
+    pub async fn spawn_isolated(
+        &self,
+        module: &str,
+        limits: &Limits,
+        tool: &ToolMounts,
+        snapshots: &Arc<SnapshotCell>,
+    ) -> Result<Instance, SpawnError> {
+        self.spawn_with(module, limits, tool, Some(snapshots)).await
+    }
+
+    async fn spawn_with(
+        &self,
+        module: &str,
+        limits: &Limits,
+        tool: &ToolMounts,
+        snapshots: Option<&Arc<SnapshotCell>>,
+    ) -> Result<Instance, SpawnError> {
         let started = Instant::now();
         self.started
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -295,13 +319,10 @@ impl Sandbox {
             .map_err(SpawnError::Host)?;
         let (kind, guest): (ImageKind, GuestFuture) =
             match self.images.pick(tool.preload, limits.memory_bytes) {
-                Some(ready) => {
-                    let boot = image::boot_source(&self.driver_argv(module, tool)[1..]);
-                    (
-                        ready.kind,
-                        Box::pin(boot_image(ready.pre.clone(), store, boot)),
-                    )
-                }
+                Some(ready) => (
+                    ready.kind,
+                    self.image_guest(&ready, store, module, tool, snapshots),
+                ),
                 None => (
                     ImageKind::Base,
                     Box::pin(run_guest(self.pre.clone(), store)),
@@ -330,6 +351,32 @@ impl Sandbox {
             );
             instance
         })
+    }
+
+    /// The guest from `ready`: booted, or for a pool, from its snapshot or taking it.
+    fn image_guest(
+        &self,
+        ready: &image::Ready<GuestState>,
+        store: Store<GuestState>,
+        module: &str,
+        tool: &ToolMounts,
+        snapshots: Option<&Arc<SnapshotCell>>,
+    ) -> GuestFuture {
+        let argv = &self.driver_argv(module, tool)[1..];
+        let pre = ready.pre.clone();
+        match snapshots {
+            None => Box::pin(boot_image(pre, store, image::boot_source(argv))),
+            Some(cell) => match cell.get(ready.kind) {
+                Some(snapshot) => Box::pin(snapshot::boot_restored(pre, store, snapshot)),
+                None => Box::pin(snapshot::boot_capturing(
+                    pre,
+                    store,
+                    ready.kind,
+                    snapshot::prepare_source(argv),
+                    Arc::clone(cell),
+                )),
+            },
+        }
     }
 
     fn store(

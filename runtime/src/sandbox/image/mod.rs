@@ -294,6 +294,12 @@ pub fn boot_source(argv: &[String]) -> Vec<u8> {
     .into_bytes()
 }
 
+/// What a turn's value says about how the program ended: 0 it ended, 1 an exception
+/// escaped it, else the status it passed to exit (a turn adds 256 to that).
+pub fn exit_status(value: i32) -> i32 {
+    if value >= 256 { value - 256 } else { value }
+}
+
 /// Runs `source` as one `turn` of the interpreter: the export's value (0 when it ran without
 /// an exception; an exit adds 256 to the exit status).
 pub async fn run_turn<T: Send>(
