@@ -104,12 +104,7 @@ impl SnapshotCell {
 /// The first turn of a snapshot's instance: the driver's `prepare`, its arguments as hex
 /// of JSON (never as source text), like [`image::boot_source`].
 pub fn prepare_source(argv: &[String]) -> Vec<u8> {
-    let json = serde_json::to_vec(argv).unwrap_or_else(|_| b"[]".to_vec());
-    format!(
-        "__import__('_scriptbox_driver').prepare(__import__('json').loads(bytes.fromhex('{}')))",
-        hex::encode(json)
-    )
-    .into_bytes()
+    image::driver_call("prepare", argv).into_bytes()
 }
 
 /// The guest of a pool's first instance: the image, `prepare` (the tool imported), the
@@ -121,10 +116,7 @@ pub(super) async fn boot_capturing(
     prepare: Vec<u8>,
     cell: Arc<SnapshotCell>,
 ) -> wasmtime::Result<i32> {
-    let instance = pre.instantiate_async(&mut store).await?;
-    let memory = instance
-        .get_memory(&mut store, "memory")
-        .ok_or_else(|| wasmtime::format_err!("the interpreter exports no memory"))?;
+    let (instance, memory) = instantiate(&pre, &mut store).await?;
     let pristine = memory.data(&store).to_vec();
     let started = Instant::now();
     if image::run_turn(&mut store, &instance, &prepare).await? == 0 {
@@ -150,10 +142,7 @@ pub(super) async fn boot_restored(
     mut store: Store<GuestState>,
     snapshot: Arc<Snapshot>,
 ) -> wasmtime::Result<i32> {
-    let instance = pre.instantiate_async(&mut store).await?;
-    let memory = instance
-        .get_memory(&mut store, "memory")
-        .ok_or_else(|| wasmtime::format_err!("the interpreter exports no memory"))?;
+    let (instance, memory) = instantiate(&pre, &mut store).await?;
     let have = memory.data_size(&store);
     if snapshot.size > have {
         let grow = u64::try_from((snapshot.size - have) / WASM_PAGE)?;
@@ -167,6 +156,18 @@ pub(super) async fn boot_restored(
             .copy_from_slice(page);
     }
     serve(&mut store, &instance).await
+}
+
+/// An instance of the image and its linear memory.
+async fn instantiate(
+    pre: &InstancePre<GuestState>,
+    store: &mut Store<GuestState>,
+) -> wasmtime::Result<(wasmtime::Instance, wasmtime::Memory)> {
+    let instance = pre.instantiate_async(&mut *store).await?;
+    let memory = instance
+        .get_memory(&mut *store, "memory")
+        .ok_or_else(|| wasmtime::format_err!("the interpreter exports no memory"))?;
+    Ok((instance, memory))
 }
 
 async fn serve(

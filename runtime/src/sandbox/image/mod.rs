@@ -285,13 +285,18 @@ pub fn starting_memory(module: &wasmtime::Module) -> u64 {
 /// `sys.argv` is under `run`). `argv` travels as hex digits inside a constant program, so no
 /// text from a tool or client is ever read as source.
 pub fn boot_source(argv: &[String]) -> Vec<u8> {
+    format!("__import__('sys').exit({})", driver_call("boot", argv)).into_bytes()
+}
+
+/// The expression calling the driver's `function` (a constant name) with `argv` as hex of
+/// JSON, never as source text.
+pub fn driver_call(function: &str, argv: &[String]) -> String {
     let json = serde_json::to_vec(argv).unwrap_or_else(|_| b"[]".to_vec());
     format!(
-        "__import__('sys').exit(__import__('_scriptbox_driver').boot(\
-         __import__('json').loads(bytes.fromhex('{}'))))",
+        "__import__('_scriptbox_driver').{function}(\
+         __import__('json').loads(bytes.fromhex('{}')))",
         hex::encode(json)
     )
-    .into_bytes()
 }
 
 /// What a turn's value says about how the program ended: 0 it ended, 1 an exception
